@@ -1,0 +1,117 @@
+"""One dataclass holds every hyper-parameter of the model; presets name the useful sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class SamLiteConfig:
+    """Configuration of :class:`sam_lite.SamLiteModel`.
+
+    Image side: ``image_size`` px, EfficientNet-Lite0 gives stride-16 tokens (``image_size // 16`` per side) and a
+    stride-4 pixel embedding for masks. Text side: all-MiniLM-L6-v2 per-token states, up to ``max_text_tokens``.
+    """
+
+    # image encoder
+    image_size: int = 320
+    d_model: int = 128
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    encoder_layers: int = 2
+    # EfficientNet-Lite0 has 7 stages (0..6). Stages >= this index are fine-tuned; 7 freezes the whole stem.
+    backbone_trainable_from: int = 7
+    mask_dim: int = 64
+    # ImageNet prior: Lite0's own classifier applied per location, weighted by the prompt's similarity to class names
+    use_imagenet_prior: bool = True
+    prior_temperature: float = 0.1
+    # text encoder
+    text_dim: int = 384
+    max_text_tokens: int = 24
+    freeze_text_encoder: bool = True
+    # fusion: image tokens cross-attend to the prompt tokens
+    fusion_layers: int = 1
+    # query decoder
+    num_queries: int = 32
+    decoder_layers: int = 3
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field that cannot work."""
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"invalid SamLiteConfig: {msg}")
+
+        need(isinstance(self.image_size, int) and self.image_size >= 32 and self.image_size % 32 == 0,
+             f"image_size must be a multiple of 32 and >= 32, got {self.image_size!r}")
+        need(isinstance(self.d_model, int) and self.d_model > 0, f"d_model must be a positive int, got {self.d_model!r}")
+        need(isinstance(self.num_heads, int) and self.num_heads > 0 and self.d_model % self.num_heads == 0,
+             f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        for name in ("encoder_layers", "fusion_layers"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 0, f"{name} must be an int >= 0, got {v!r}")
+        for name in ("decoder_layers", "num_queries", "mask_dim", "max_text_tokens"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 1, f"{name} must be an int >= 1, got {v!r}")
+        need(isinstance(self.backbone_trainable_from, int) and 0 <= self.backbone_trainable_from <= 7,
+             f"backbone_trainable_from must be in 0..7, got {self.backbone_trainable_from!r}")
+        need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
+        need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
+        need(self.prior_temperature > 0, f"prior_temperature must be > 0, got {self.prior_temperature!r}")
+
+    # --- presets and (de)serialisation -------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "SamLiteConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SamLiteConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known - {"model_type", "sam_lite_version"})
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError as e:  # pragma: no cover - defensive
+            raise ValueError(f"invalid config: {e}") from e
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"model_type": "sam_lite", **self.to_dict()}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SamLiteConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # for tests: real pretrained backbones, a tiny everything else
+    "tiny": dict(image_size=64, d_model=32, num_heads=2, encoder_layers=1, fusion_layers=1, decoder_layers=2,
+                 num_queries=8, mask_dim=16, max_text_tokens=16),
+    "small": dict(image_size=256, d_model=96, num_heads=4, encoder_layers=1, decoder_layers=2, num_queries=16),
+    "base": dict(),
+}

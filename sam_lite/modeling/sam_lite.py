@@ -1,0 +1,191 @@
+"""SamLiteModel: ImageEncoder + TextEncoder + fusion + QueryDecoder + heads, with save/from_pretrained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import SamLiteConfig
+from .decoder import FusionLayer, QueryDecoder
+from .heads import PredictionHeads
+from .image_encoder import ImageEncoder
+from .prior import NUM_PRIOR_CHANNELS, NUM_PRIOR_STATS, ImageNetPrior
+from .text_encoder import TextEncoder
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class SamLiteModel(nn.Module):
+    """Text-promptable instance segmentation.
+
+    ``forward(pixel_values [B,3,S,S], prompts: list[str] of length B)`` returns a dict:
+    ``pred_logits [B,K]`` match logits, ``pred_masks [B,K,S/4,S/4]`` mask logits, ``pred_boxes [B,K,4]`` normalised
+    cxcywh, ``presence_logits [B]``, ``aux_outputs`` (the same keys for each earlier decoder layer) and, with
+    ``output_attentions=True``, ``attentions``: name -> weights [B,H,Lq,Lk] (rows sum to 1; ``.mean(1)`` averages
+    heads). In decoder attentions query row 0 is the presence token, rows 1..K the object queries.
+    """
+
+    def __init__(self, config: SamLiteConfig | None = None, load_pretrained: bool = True) -> None:
+        super().__init__()
+        self.config = config = config or SamLiteConfig()
+        d = config.d_model
+        self.image_encoder = ImageEncoder(config)
+        self.text_encoder = TextEncoder(config)
+        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, d), nn.LayerNorm(d))
+        self.fusion = nn.ModuleList(FusionLayer(d, config.num_heads, config.mlp_ratio, config.dropout)
+                                    for _ in range(config.fusion_layers))
+        self.decoder = QueryDecoder(config)
+        prior_stats = NUM_PRIOR_STATS if config.use_imagenet_prior else 0
+        self.heads = PredictionHeads(d, config.mask_dim, prior_stats)
+        if config.use_imagenet_prior:
+            self.prior = ImageNetPrior(config.prior_temperature)
+            self.prior_token_proj = nn.Linear(NUM_PRIOR_CHANNELS, d)
+            self.prior_pixel_proj = nn.Conv2d(NUM_PRIOR_CHANNELS, config.mask_dim, 1)
+            self.prior_presence_proj = nn.Linear(NUM_PRIOR_STATS, d)
+        if load_pretrained:
+            self.image_encoder.load_backbone_weights()
+        self.image_encoder.freeze_backbone()
+
+    # ---------------------------------------------------------------------------------------------------------
+    def encode_image(self, pixel_values: Tensor, output_attentions: bool = False) -> dict:
+        """pixel_values [B,3,S,S] -> the prompt-independent image embedding (what the predictor caches)."""
+        return self.image_encoder(pixel_values, output_attentions=output_attentions)
+
+    def encode_text(self, prompts: list[str]) -> dict[str, Tensor]:
+        """P prompts -> features [P,T,384], padding_mask [P,T], sentence [P,384] (cached when frozen)."""
+        return self.text_encoder(prompts)
+
+    def decode(self, image_embedding: dict, text: dict[str, Tensor], image_index: Tensor | None = None,
+               output_attentions: bool = False) -> dict:
+        """Pair prompt i with image ``image_index[i]`` (default: i, or 0 for a single image) and decode."""
+        p = text["features"].shape[0]
+        n_img = image_embedding["tokens"].shape[0]
+        if image_index is None:
+            image_index = torch.arange(p) if n_img == p else torch.zeros(p, dtype=torch.long)
+        if n_img not in (p, 1) and len(image_index) != p:
+            raise ValueError(f"{p} prompts cannot be paired with {n_img} images without an image_index")
+        tokens = image_embedding["tokens"][image_index]
+        pixel = image_embedding["pixel_features"][image_index]
+        pos = image_embedding["pos"]
+        h, w = image_embedding["grid"]
+        text_tokens = self.text_proj(text["features"].to(tokens.dtype))
+        padding = text["padding_mask"].to(tokens.device)
+
+        presence_init = prior_stats = prior_maps = None
+        if self.config.use_imagenet_prior:
+            prior_maps, prior_stats = self.prior(image_embedding["class_logits"][image_index], text["sentence"])
+            prior_maps, prior_stats = prior_maps.to(tokens.dtype), prior_stats.to(tokens.dtype)
+            tok_prior = F.interpolate(prior_maps, size=(h, w), mode="bilinear", align_corners=False)
+            tokens = tokens + self.prior_token_proj(tok_prior.flatten(2).transpose(1, 2))
+            pixel = pixel + self.prior_pixel_proj(
+                F.interpolate(prior_maps, size=pixel.shape[-2:], mode="bilinear", align_corners=False))
+            presence_init = self.prior_presence_proj(prior_stats)
+
+        attentions: dict[str, Tensor] = {}
+        if output_attentions:
+            for i, a in enumerate(image_embedding.get("attentions") or []):
+                attentions[f"encoder.layer{i}.self_attn"] = a[image_index]
+        for i, layer in enumerate(self.fusion):
+            tokens, a = layer(tokens, pos, text_tokens, padding, output_attentions)
+            if output_attentions:
+                attentions[f"fusion.layer{i}.text_cross_attn"] = a
+
+        states, dec_attn = self.decoder(text_tokens, padding, tokens, pos, presence_init, output_attentions)
+        outs = [self.heads(s, pixel, prior_stats) for s in states]
+        out = dict(outs[-1])
+        out["aux_outputs"] = outs[:-1]
+        if output_attentions:
+            for i, layer_attn in enumerate(dec_attn):
+                for name, a in layer_attn.items():
+                    attentions[f"decoder.layer{i}.{name}"] = a
+            out["attentions"] = attentions
+            out["grid"] = (h, w)
+        if prior_maps is not None:
+            out["prior_maps"] = prior_maps
+        return out
+
+    def forward(self, pixel_values: Tensor, prompts: list[str], image_index: Tensor | None = None,
+                output_attentions: bool = False) -> dict:
+        image_embedding = self.encode_image(pixel_values, output_attentions)
+        return self.decode(image_embedding, self.encode_text(prompts), image_index, output_attentions)
+
+    # ---------------------------------------------------------------------------------------------------------
+    def packaged_prefixes(self) -> list[str]:
+        """State-dict prefixes that come from the pretrained packages unchanged (never written to checkpoints)."""
+        prefixes = ["image_encoder." + p + "." for p in self.image_encoder.frozen_backbone_prefixes()]
+        if self.config.freeze_text_encoder:
+            prefixes.append("text_encoder.bert.")
+        return prefixes
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        skip = tuple(self.packaged_prefixes())
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
+
+    def save_pretrained(self, save_directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (packaged backbone weights left out), atomically."""
+        from safetensors.torch import save_file
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+              for k, v in self.trainable_state_dict().items()}
+        tmp_w, tmp_c = out / (WEIGHTS_NAME + ".tmp"), out / (CONFIG_NAME + ".tmp")
+        save_file(sd, str(tmp_w), metadata={"format": "pt", "model_type": "sam_lite"})
+        self.config.save(tmp_c)
+        tmp_w.replace(out / WEIGHTS_NAME)
+        tmp_c.replace(out / CONFIG_NAME)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "SamLiteModel":
+        """Load a directory written by :meth:`save_pretrained`. Errors name the file and what is wrong."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not w_path.is_file():
+            pickles = sorted(p.name for p in directory.glob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"})
+            hint = f" (found {pickles}: pickle files are never loaded, only safetensors)" if pickles else ""
+            raise FileNotFoundError(f"weights file not found: {w_path}{hint}")
+        config = SamLiteConfig.load(cfg_path)
+        try:
+            state = load_file(str(w_path), device=map_location)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{w_path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+        model = cls(config)
+        expected = model.trainable_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{w_path} does not match {cfg_path}: {len(missing)} missing tensors {missing[:5]}, "
+                             f"{len(unexpected)} unexpected tensors {unexpected[:5]}")
+        for k, v in state.items():
+            if v.shape != expected[k].shape:
+                raise ValueError(f"{w_path} does not match {cfg_path}: tensor {k} has shape {tuple(v.shape)}, "
+                                 f"the config needs {tuple(expected[k].shape)}")
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+        return model.eval()
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameters per module (trainable and frozen)."""
+        groups = {"image_encoder.backbone": self.image_encoder.backbone,
+                  "image_encoder (attention + FPN)": [m for n, m in self.image_encoder.named_children() if n != "backbone"],
+                  "text_encoder (MiniLM)": self.text_encoder, "text_proj": self.text_proj, "fusion": self.fusion,
+                  "decoder": self.decoder, "heads": self.heads}
+        if self.config.use_imagenet_prior:
+            groups["prior projections"] = [self.prior_token_proj, self.prior_pixel_proj, self.prior_presence_proj]
+        out = {}
+        for name, mods in groups.items():
+            mods = mods if isinstance(mods, list) else [mods]
+            out[name] = sum(p.numel() for m in mods for p in m.parameters())
+        out["total"] = sum(p.numel() for p in self.parameters())
+        out["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return out

