@@ -10,6 +10,7 @@ import functools
 import os
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -128,9 +129,11 @@ class TextEncoder(nn.Module):
         return torch.cat(out)
 
 
-@functools.lru_cache(maxsize=1)
-def imagenet_class_embeddings() -> Tensor:
-    """MiniLM embeddings of "a photo of a {class}" for the 1,000 ImageNet classes: [1000, 384]."""
+CLASS_EMBEDDINGS_FILE = Path(__file__).resolve().parent.parent / "assets" / "imagenet_class_embeddings.safetensors"
+
+
+def compute_imagenet_class_embeddings() -> Tensor:
+    """MiniLM embeddings of "a photo of a {class}" for the 1,000 ImageNet classes: [1000, 384] (~10 s on 2 cores)."""
     from torchvision.models._meta import _IMAGENET_CATEGORIES
 
     tokenizer, bert = _load_minilm()
@@ -139,3 +142,22 @@ def imagenet_class_embeddings() -> Tensor:
         hidden = bert(**enc).last_hidden_state
     m = enc["attention_mask"].to(hidden.dtype)[..., None]
     return F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_class_embeddings() -> Tensor:
+    """[1000, 384], read from the file shipped in ``sam_lite/assets`` (written by
+    ``python -m sam_lite.modeling.text_encoder``; a test checks it against :func:`compute_imagenet_class_embeddings`)."""
+    if CLASS_EMBEDDINGS_FILE.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(CLASS_EMBEDDINGS_FILE))["embeddings"].float()
+    return compute_imagenet_class_embeddings()
+
+
+if __name__ == "__main__":
+    from safetensors.torch import save_file
+
+    CLASS_EMBEDDINGS_FILE.parent.mkdir(exist_ok=True)
+    save_file({"embeddings": compute_imagenet_class_embeddings().half().contiguous()}, str(CLASS_EMBEDDINGS_FILE))
+    print(f"wrote {CLASS_EMBEDDINGS_FILE}")

@@ -1,0 +1,188 @@
+"""Training samples: one augmented image with several prompts, each with all its matching instance masks.
+
+Augmentation (torchvision v2 on ``tv_tensors``): large-scale jitter (resize 0.3x-1.6x of the model size, then random
+crop/pad), horizontal flip, brightness/contrast only (a named colour is never changed), and copy-paste: real instance
+cut-outs from another training photo pasted onto this one, some recoloured by a hue shift. Colour labels are computed
+by the colour rule on the final augmented pixels, so they are exact by construction.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.ops import box_convert, masks_to_boxes
+
+from .coco import NO_COLOUR, CocoConcepts
+from .colors import COLOURS, hsv_image, instance_colours
+
+MIN_AREA = 24  # px at model resolution: smaller remnants are dropped and their concept made ambiguous
+
+
+class ConceptSegmentationDataset(Dataset):
+    """Item: dict(image uint8 [3,S,S], prompts list[str], targets list[dict(masks bool [n,S,S], boxes [n,4]
+    normalised cxcywh)], prompt_types list[str]). About ``negative_fraction`` of the prompts are absent concepts."""
+
+    def __init__(self, coco: CocoConcepts, image_ids: list[int], image_size: int, prompts_per_image: int = 4,
+                 negative_fraction: float = 0.25, colour_fraction: float = 0.35, copy_paste_prob: float = 0.5,
+                 recolour_prob: float = 0.4, scale_range: tuple[float, float] = (0.3, 1.6), augment: bool = True,
+                 cache_images: bool = True, seed: int = 0) -> None:
+        if not image_ids:
+            raise ValueError("no images to train on (empty split or all images skipped)")
+        self.coco, self.image_ids, self.size = coco, list(image_ids), image_size
+        self.m, self.neg_frac, self.col_frac = prompts_per_image, negative_fraction, colour_fraction
+        self.cp_prob, self.recolour_prob, self.augment = copy_paste_prob, recolour_prob, augment
+        self.seed, self.epoch = seed, 0
+        self.cache_images = cache_images
+        self.max_side = int(image_size * scale_range[1])
+        self._cache: dict[int, tuple] = {}
+        self.geometric = T.Compose([
+            T.ScaleJitter(target_size=(image_size, image_size), scale_range=scale_range, antialias=True),
+            T.RandomCrop(image_size, pad_if_needed=True, fill=0),
+            T.RandomHorizontalFlip(),
+        ]) if augment else T.Compose([T.Resize(image_size - 1, max_size=image_size, antialias=True),
+                                      T.CenterCrop(image_size)])
+        self.photometric = T.ColorJitter(brightness=0.25, contrast=0.25) if augment else None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    # --- loading --------------------------------------------------------------------------------------------
+    def _load(self, image_id: int):
+        """(image uint8 [3,H,W], masks bool [n,H,W], concept per mask, concepts only present as crowd)."""
+        if image_id in self._cache:
+            return self._cache[image_id]
+        rgb = torch.from_numpy(self.coco.load_rgb(image_id).copy()).permute(2, 0, 1)
+        present, crowd = self.coco.concepts_in_image(image_id)
+        h0, w0 = rgb.shape[-2:]
+        scale = min(1.0, self.max_side / max(h0, w0))
+        names, masks = [], []
+        for name, ids in present.items():
+            for i in ids:
+                names.append(name)
+                masks.append(torch.from_numpy(self.coco.ann_mask(self.coco.coco.anns[i])))
+        m = torch.stack(masks) if masks else torch.zeros((0, h0, w0), dtype=torch.bool)
+        if scale < 1.0:  # nothing larger than the biggest jitter needs is kept
+            size = (max(1, round(h0 * scale)), max(1, round(w0 * scale)))
+            rgb = TF.resize(rgb, list(size), antialias=True)
+            m = TF.resize(tv_tensors.Mask(m), list(size)).as_subclass(torch.Tensor).bool()
+        item = (rgb, m, names, crowd)
+        if self.cache_images:
+            self._cache[image_id] = item
+        return item
+
+    def _augmented(self, image_id: int):
+        rgb, masks, names, crowd = self._load(image_id)
+        img, msk = self.geometric(tv_tensors.Image(rgb), tv_tensors.Mask(masks))
+        return img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor).bool(), list(names), set(crowd)
+
+    # --- one item -------------------------------------------------------------------------------------------
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """``index`` or ``(index, epoch)``: the augmentation is a pure function of (seed, epoch, index)."""
+        index, epoch = index if isinstance(index, tuple) else (index, self.epoch)
+        rng = random.Random(hash((self.seed, epoch, index)))
+        torch.manual_seed(rng.getrandbits(31))
+        image_id = self.image_ids[index]
+        img, masks, names, crowd = self._augmented(image_id)
+        ambiguous = set(crowd)
+        things = set(self.coco.thing_concepts)
+        if self.augment and rng.random() < self.cp_prob and len(self.image_ids) > 1:
+            img, masks, names = self._copy_paste(img, masks, names, rng, things)
+        if self.photometric is not None:
+            img = self.photometric(img)
+        # drop remnants too small to be a fair target
+        area = masks.flatten(1).sum(1) if masks.numel() else torch.zeros(0)
+        keep = area >= MIN_AREA
+        ambiguous |= {n for n, k, a in zip(names, keep.tolist(), area.tolist()) if not k and a > 0}
+        masks = masks[keep]
+        names = [n for n, k in zip(names, keep.tolist()) if k]
+        colours = instance_colours(hsv_image(img), masks) if len(names) else []
+        prompts, targets, kinds = self._prompts(image_id, masks, names, colours, ambiguous, rng, things)
+        return {"image": img, "prompts": prompts, "targets": targets, "prompt_types": kinds, "image_id": image_id}
+
+    def _prompts(self, image_id, masks, names, colours, ambiguous, rng, things):
+        by_concept: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
+            by_concept.setdefault(n, []).append(i)
+        positives = [n for n in by_concept if n not in ambiguous]
+        stuff_ok = self.coco.stuff_labelled.get(image_id, False)
+        neg_pool = self.coco.negative_pool(image_id, set(by_concept) | ambiguous) if True else []
+        colourable = {n: [colours[i] for i in idx] for n, idx in by_concept.items()
+                      if n in things and n not in NO_COLOUR and n not in ambiguous
+                      and all(colours[i] is not None for i in idx)}
+        prompts, targets, kinds = [], [], []
+
+        def add(prompt: str, idx: list[int], kind: str) -> None:
+            m = masks[idx] if idx else torch.zeros((0, *masks.shape[-2:]), dtype=torch.bool)
+            boxes = masks_to_boxes(m).float() if len(idx) else torch.zeros((0, 4))
+            boxes = box_convert(boxes, "xyxy", "cxcywh") / self.size
+            prompts.append(prompt)
+            targets.append({"masks": m, "boxes": boxes})
+            kinds.append(kind)
+
+        for _ in range(self.m):
+            r = rng.random()
+            if (r < self.neg_frac or not positives) and neg_pool:
+                if colourable and rng.random() < 0.4:  # a wrong colour of a present object: the hardest negative
+                    name = rng.choice(sorted(colourable))
+                    wrong = [c for c in COLOURS if c not in colourable[name]]
+                    add(f"{rng.choice(wrong)} {name}", [], "negative")
+                else:
+                    add(rng.choice(neg_pool), [], "negative")
+            elif positives:
+                name = rng.choice(positives)
+                if name in colourable and rng.random() < self.col_frac / max(1e-6, 1 - self.neg_frac):
+                    colour = rng.choice(colourable[name])
+                    idx = [i for i in by_concept[name] if colours[i] == colour]
+                    add(f"{colour} {name}", idx, "colour")
+                else:
+                    kind = "stuff" if name in self.coco.stuff_concepts and name not in things else "category"
+                    add(name, by_concept[name], kind)
+        if not prompts:  # an image with nothing usable: still teach "absent"
+            add(rng.choice(self.coco.thing_concepts), [], "negative")
+        return prompts, targets, kinds
+
+    def _copy_paste(self, img, masks, names, rng, things):
+        """Paste 1-3 thing instances from another training photo (Ghiasi et al., 2021)."""
+        other = self.image_ids[rng.randrange(len(self.image_ids))]
+        o_img, o_masks, o_names, _ = self._augmented(other)
+        cand = [i for i, n in enumerate(o_names) if n in things and o_masks[i].sum() >= 4 * MIN_AREA]
+        if not cand:
+            return img, masks, names
+        chosen = rng.sample(cand, min(len(cand), rng.randint(1, 3)))
+        img = img.clone()
+        pasted_union = torch.zeros(img.shape[-2:], dtype=torch.bool)
+        new_masks, new_names = [], []
+        for i in chosen:
+            m = o_masks[i] & ~pasted_union
+            src = o_img
+            if rng.random() < self.recolour_prob:
+                src = TF.adjust_hue(o_img, rng.uniform(-0.5, 0.5))
+            img = torch.where(m[None], src, img)
+            pasted_union |= m
+            new_masks.append(m)
+            new_names.append(o_names[i])
+        masks = masks & ~pasted_union if masks.numel() else masks
+        masks = torch.cat([masks, torch.stack(new_masks)]) if len(names) else torch.stack(new_masks)
+        return img, masks, names + new_names
+
+
+def collate(items: list[dict]) -> dict:
+    """Images [B,3,S,S] uint8; prompts flattened (image i has prompts image_index == i); targets aligned."""
+    prompts, targets, kinds, index = [], [], [], []
+    for i, it in enumerate(items):
+        prompts += it["prompts"]
+        targets += it["targets"]
+        kinds += it["prompt_types"]
+        index += [i] * len(it["prompts"])
+    return {"images": torch.stack([it["image"] for it in items]), "prompts": prompts, "targets": targets,
+            "prompt_types": kinds, "image_index": torch.tensor(index, dtype=torch.long),
+            "image_ids": [it["image_id"] for it in items]}

@@ -1,0 +1,80 @@
+"""SetCriterion (DETR style): match, then sum weighted losses over the final and every auxiliary decoder layer.
+
+Losses: ``loss_ce`` sigmoid focal loss on every query's match logit (matched -> 1, others and every query of a
+negative prompt -> 0), ``loss_mask`` BCE and ``loss_dice`` on matched masks, ``loss_bbox`` L1 and ``loss_giou`` on
+matched boxes, ``loss_presence`` BCE of the presence logit against "the prompt has at least one instance".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
+
+from .matcher import HungarianMatcher, resize_masks
+
+DEFAULT_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_bbox": 5.0, "loss_giou": 2.0,
+                   "loss_presence": 2.0}
+
+
+def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per-row dice loss: logits, targets [n, P] -> [n]."""
+    p = logits.sigmoid()
+    return 1 - (2 * (p * targets).sum(-1) + 1) / (p.sum(-1) + targets.sum(-1) + 1)
+
+
+class SetCriterion(nn.Module):
+    def __init__(self, matcher: HungarianMatcher | None = None, weight_dict: dict[str, float] | None = None,
+                 focal_alpha: float = 0.25) -> None:
+        super().__init__()
+        self.matcher = matcher or HungarianMatcher()
+        self.weight_dict = dict(weight_dict or DEFAULT_WEIGHTS)
+        self.focal_alpha = focal_alpha
+
+    def _losses(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], num_instances: float
+                ) -> dict[str, Tensor]:
+        indices = self.matcher(outputs, targets)
+        logits = outputs["pred_logits"].float()
+        b_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)])
+        q_idx = torch.cat([src for src, _ in indices])
+        cls_target = torch.zeros_like(logits)
+        cls_target[b_idx, q_idx] = 1.0
+        loss_ce = sigmoid_focal_loss(logits, cls_target, alpha=self.focal_alpha, reduction="sum") / num_instances
+
+        pm = outputs["pred_masks"].float()
+        size = pm.shape[-2:]
+        if q_idx.numel():
+            src_masks = pm[b_idx, q_idx].flatten(1)
+            tgt_masks = torch.cat([resize_masks(t["masks"], size)[j] for t, (_, j) in zip(targets, indices)]).flatten(1)
+            loss_mask = F.binary_cross_entropy_with_logits(src_masks, tgt_masks, reduction="none").mean(1).sum()
+            loss_dice = dice_loss(src_masks, tgt_masks).sum()
+            src_boxes = outputs["pred_boxes"][b_idx, q_idx].float()
+            tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).float()
+            loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="none").sum()
+            giou = torch.diag(generalized_box_iou(box_convert(src_boxes, "cxcywh", "xyxy"),
+                                                  box_convert(tgt_boxes, "cxcywh", "xyxy")))
+            loss_giou = (1 - giou).sum()
+        else:  # only negatives in the batch: keep the graph connected with zero-valued terms
+            zero = pm.sum() * 0.0 + outputs["pred_boxes"].sum() * 0.0
+            loss_mask = loss_dice = loss_bbox = loss_giou = zero
+        present = torch.tensor([float(t["boxes"].shape[0] > 0) for t in targets], device=logits.device)
+        loss_presence = F.binary_cross_entropy_with_logits(outputs["presence_logits"].float(), present)
+        return {"loss_ce": loss_ce, "loss_mask": loss_mask / num_instances, "loss_dice": loss_dice / num_instances,
+                "loss_bbox": loss_bbox / num_instances, "loss_giou": loss_giou / num_instances,
+                "loss_presence": loss_presence}
+
+    def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Returns every loss term (``_i`` suffix for auxiliary layer i) and ``loss``, their weighted sum."""
+        n = float(sum(t["boxes"].shape[0] for t in targets))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([n])
+            torch.distributed.all_reduce(t)
+            n = t.item() / torch.distributed.get_world_size()
+        n = max(n, 1.0)
+        losses = self._losses(outputs, targets, n)
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            losses.update({f"{k}_{i}": v for k, v in self._losses(aux, targets, n).items()})
+        losses["loss"] = sum(v * self.weight_dict[k.rsplit("_", 1)[0] if k[-1].isdigit() else k]
+                             for k, v in losses.items())
+        return losses

@@ -1,0 +1,286 @@
+"""Train sam-lite (or the CLIPSeg-style baseline) on a COCO-format dataset. Read top to bottom.
+
+    python scripts/train.py --data ../shared/data/coco_mini --config base --minutes 30 --out runs/base
+    torchrun --nproc_per_node 2 scripts/train.py ...   # DistributedDataParallel over gloo, unchanged
+
+AdamW with linear warm-up and cosine decay, bf16 autocast on CPU, a JSONL log and a loss plot, checkpoints written
+atomically every ``--save-every`` steps and at the end; ``--resume`` continues exactly (step, optimiser, scheduler,
+data order, RNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import SamLiteConfig
+from ..data import CocoConcepts, ConceptSegmentationDataset, collate
+from ..modeling import SamLiteModel
+from ..modeling.image_encoder import PIXEL_MEAN, PIXEL_STD
+from .criterion import SetCriterion
+
+STATE_NAME = "training_state.pt"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="sam-lite train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="../shared/data/coco_mini", help="COCO-format dataset directory")
+    p.add_argument("--config", default="base", help="preset name (tiny, small, base) or a config.json path")
+    p.add_argument("--model", default="sam_lite", choices=["sam_lite", "clipseg_baseline"])
+    p.add_argument("--minutes", type=float, default=None, help="training time budget (sets the step count)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the training images")
+    p.add_argument("--steps", type=int, default=None, help="exact number of optimiser steps")
+    p.add_argument("--batch-size", type=int, default=16, help="images per step (per process)")
+    p.add_argument("--prompts-per-image", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--out", default="runs/sam-lite", help="output directory (checkpoints, log, plot)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/last")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=200, help="steps between checkpoints")
+    p.add_argument("--workers", type=int, default=1, help="data loader processes")
+    p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p.add_argument("--max-images", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    args = p.parse_args(argv)
+    if sum(x is not None for x in (args.minutes, args.epochs, args.steps)) != 1:
+        p.error("give exactly one of --minutes, --epochs, --steps")
+    if args.batch_size < 1 or args.prompts_per_image < 1:
+        p.error("--batch-size and --prompts-per-image must be >= 1")
+    return args
+
+
+def build_model(args: argparse.Namespace, image_size_only: bool = False):
+    if args.model == "clipseg_baseline":
+        from ..modeling.clipseg_baseline import ClipSegBaseline, ClipSegBaselineConfig
+
+        cfg = ClipSegBaselineConfig(**({} if args.config in ("base", "default") else
+                                       json.loads(Path(args.config).read_text())))
+        return ClipSegBaseline(cfg)
+    cfg = (SamLiteConfig.load(args.config) if args.config.endswith(".json") else SamLiteConfig.from_preset(args.config))
+    return SamLiteModel(cfg)
+
+
+class EpochBatchSampler:
+    """Endless batches of (image index, epoch): a fresh permutation per epoch, sharded by rank, starting at
+    (epoch, batch_in_epoch) so that --resume sees exactly the batches an uninterrupted run would."""
+
+    def __init__(self, n: int, batch_size: int, per_epoch: int, seed: int, rank: int, world: int, epoch: int = 0,
+                 batch_in_epoch: int = 0) -> None:
+        self.n, self.bs, self.per_epoch, self.seed, self.rank, self.world = n, batch_size, per_epoch, seed, rank, world
+        self.epoch0, self.batch0 = epoch, batch_in_epoch
+        self.start = epoch * per_epoch + batch_in_epoch
+
+    def __iter__(self):
+        epoch, first = self.epoch0, self.batch0
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+            order = torch.randperm(self.n, generator=g).tolist()[self.rank::self.world]
+            for b in range(first, self.per_epoch):
+                yield [(i, epoch) for i in order[b * self.bs:(b + 1) * self.bs]]
+            epoch, first = epoch + 1, 0
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    return (images.float() - PIXEL_MEAN) / PIXEL_STD
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, total_steps: int, epoch: int,
+                    batch_in_epoch: int, args) -> None:
+    """Atomic: everything goes to a temp dir that replaces ``last/`` by rename, so a kill never leaves it torn."""
+    tmp = out / "last.tmp"
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    state = {"step": step, "total_steps": total_steps, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
+             "args": json.dumps(vars(args))}
+    torch.save(state, tmp / STATE_NAME)
+    last, old = out / "last", out / "last.old"
+    if last.exists():
+        last.rename(old)
+    tmp.rename(last)
+    if old.exists():
+        import shutil
+        shutil.rmtree(old)
+
+
+def find_resume_dir(out: Path) -> Path | None:
+    for name in ("last", "last.old"):  # last.old survives only if a kill hit between the two renames
+        d = out / name
+        if (d / STATE_NAME).is_file():
+            return d
+    return None
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    if distributed:
+        dist.init_process_group("gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if args.threads or distributed:
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // world))
+    torch.manual_seed(args.seed + rank)
+    random.seed(args.seed + rank)
+    out = Path(args.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # --- data ---
+    coco = CocoConcepts(args.data)
+    train_ids = coco.split("train")[: args.max_images]
+    model_core = build_model(args)
+    dataset = ConceptSegmentationDataset(coco, train_ids, model_core.config.image_size,
+                                         prompts_per_image=args.prompts_per_image, seed=args.seed)
+    per_epoch = max(1, len(train_ids) // (args.batch_size * world))
+
+    # --- model, optimiser, schedule ---
+    params = [p for p in model_core.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    criterion = SetCriterion() if args.model == "sam_lite" else None
+    step, epoch, batch_in_epoch, total_steps = 0, 0, 0, None
+    if args.steps is not None:
+        total_steps = args.steps
+    elif args.epochs is not None:
+        total_steps = max(1, round(args.epochs * per_epoch))
+    resume_dir = find_resume_dir(out) if args.resume else None
+    if args.resume and resume_dir is None:
+        raise SystemExit(f"--resume: no checkpoint in {out}/last to resume from")
+    if resume_dir is not None:
+        from safetensors.torch import load_file
+
+        state = torch.load(resume_dir / STATE_NAME, map_location="cpu", weights_only=True)
+        weights = load_file(str(resume_dir / "model.safetensors"))
+        model_core.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        total_steps = args.steps if args.steps is not None else state["total_steps"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate((3, tuple(state["python_rng"]), None))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, args.warmup_steps, total_steps or 10 ** 9))
+    if resume_dir is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    model = DistributedDataParallel(model_core) if distributed else model_core
+    model.train()
+
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    t_start, seen, deadline, start_step = time.time(), 0, None, step
+    if args.minutes is not None and total_steps is None:
+        deadline = t_start + args.minutes * 60
+    bar = tqdm(total=total_steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16)
+    sampler = EpochBatchSampler(len(dataset), args.batch_size, per_epoch, args.seed, rank, world, epoch,
+                                batch_in_epoch)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.workers,
+                        prefetch_factor=4 if args.workers else None)
+    for batch in loader:
+        if total_steps is not None and step >= total_steps:
+            break
+        t0 = time.time()
+        with autocast:
+            if args.model == "sam_lite":
+                outputs = model(to_pixels(batch["images"]), batch["prompts"], batch["image_index"])
+            else:
+                outputs = model(to_pixels(batch["images"])[batch["image_index"]], batch["prompts"])
+        if args.model == "sam_lite":
+            losses = criterion(outputs, batch["targets"])
+        else:
+            losses = model_core.loss(outputs, batch["targets"])
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        epoch, batch_in_epoch = divmod(sampler.start + step - start_step, per_epoch)
+        seen += len(batch["images"]) * world
+        dt = time.time() - t0
+        if deadline is not None and total_steps is None and step >= 20:
+            # the step budget is fixed once, from the measured speed, so the schedule and --resume are exact
+            rate = (step - start_step) / (time.time() - t_start)
+            total_steps = max(step + 1, int(rate * args.minutes * 60))
+            bar.total = total_steps
+            scheduler.lr_lambdas[0] = lambda s, T=total_steps: lr_factor(s, args.warmup_steps, T)
+        if rank == 0:
+            rec = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                   "img_per_s": round(len(batch["images"]) * world / dt, 2), "time": round(time.time() - t_start, 2),
+                   **{k: round(v.item(), 5) for k, v in losses.items() if not k[-1].isdigit()}}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_per_s']:.1f}")
+            bar.update(1)
+        finished = total_steps is not None and step >= total_steps
+        if rank == 0 and (step % args.save_every == 0 or finished):
+            save_checkpoint(out, model_core, optimizer, scheduler, step, total_steps or 0, epoch,
+                            batch_in_epoch, args)
+        if finished:
+            break
+    bar.close()
+    if rank == 0:
+        log.close()
+        final = out / "final"
+        model_core.save_pretrained(final)
+        plot_log(out / "log.jsonl", out / "loss.png")
+        print(f"trained {step} steps in {(time.time() - t_start) / 60:.1f} min -> {final}")
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out / "final"
+
+
+def plot_log(log_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(line) for line in open(log_path) if line.strip()]
+    if not recs:
+        return
+    keys = [k for k in recs[-1] if k.startswith("loss")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k in keys:
+        xs = [r["step"] for r in recs if k in r]
+        ys = [r[k] for r in recs if k in r]
+        w = max(1, len(ys) // 50)
+        smooth = [sum(ys[max(0, i - w):i + 1]) / len(ys[max(0, i - w):i + 1]) for i in range(len(ys))]
+        (axes[0] if k == "loss" else axes[1]).plot(xs, smooth, label=k)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0].set_title("total loss")
+    axes[1].set_title("loss terms (final layer)")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
