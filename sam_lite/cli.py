@@ -1,0 +1,220 @@
+"""The ``sam-lite`` command.
+
+    sam-lite predict IMAGE "red car" [-o overlay.png] [--json] [--threshold 0.5] [--checkpoint DIR]
+    sam-lite demo [--host 127.0.0.1] [--port 7860] [--checkpoint DIR]
+    sam-lite train ... | eval ... | export ... | benchmark ...
+
+``train``, ``eval``, ``export`` and ``benchmark`` hand all their arguments to their own scripts (so
+``sam-lite train --help`` shows the training script's help); those are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXIT_USAGE = 2
+
+# name -> (module, function, help); the module's function receives the remaining arguments
+DELEGATES: dict[str, tuple[str, str, str]] = {
+    "train": ("sam_lite.training.train", "main", "train a model (arguments go to sam_lite.training.train)"),
+    "eval": ("sam_lite.evaluation.evaluate", "main", "evaluate a checkpoint (arguments go to sam_lite.evaluation.evaluate)"),
+    "export": ("sam_lite.export", "main", "export a checkpoint (arguments go to sam_lite.export)"),
+    "benchmark": (str(REPO_ROOT / "scripts" / "benchmark.py"), "main", "time the model (runs scripts/benchmark.py)"),
+}
+
+
+class _Fail(Exception):
+    """A user-facing error: printed as one line to stderr, exit code 2."""
+
+
+def _threshold(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam-lite", description="sam-lite: segment every instance of a concept named in text.",
+        epilog="Run 'sam-lite COMMAND --help' for a command's options.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"sam-lite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="segment an image from a text prompt",
+                       description="Segment every instance of PROMPT in IMAGE. Prints one line per instance, or the "
+                                   "result as JSON with --json; -o writes an overlay picture.")
+    p.add_argument("image", help="image file (JPEG, PNG, ...)")
+    p.add_argument("prompt", help="what to segment, e.g. 'red car'; several prompts separated by commas")
+    p.add_argument("-o", "--output", metavar="PNG", help="write the image with masks and boxes drawn on it here")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (a list for several "
+                                                       "comma-separated prompts)")
+    p.add_argument("--threshold", type=_threshold, default=0.5, help="score threshold in [0, 1] (default 0.5)")
+    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: checkpoints/sam-lite-base)")
+    p.add_argument("--max-instances", type=int, default=None, help="keep at most this many instances per prompt")
+
+    sub.add_parser("demo", help="start the Gradio demo (see 'sam-lite demo --help')", add_help=False)
+    for name, (_, _, help_text) in DELEGATES.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------------------
+def _split_prompts(text: str) -> list[str]:
+    prompts = [" ".join(p.split()) for p in text.split(",")]
+    prompts = [p for p in prompts if p]
+    if not prompts:
+        raise _Fail("the prompt is empty: say what to segment, e.g. 'red car'")
+    return prompts
+
+
+def draw_overlay(image, results) -> "object":
+    """RGB PIL image + results -> PIL image with every mask filled and every box outlined and labelled."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
+    canvas = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    masks, boxes, labels, colours = [], [], [], []
+    for i, r in enumerate(results):
+        for j in range(len(r)):
+            masks.append(r.masks[j])
+            boxes.append(r.boxes[j])
+            labels.append(f"{r.prompt} #{j + 1} {float(r.scores[j]):.2f}")
+            colours.append(palette[i % len(palette)])
+    if masks:
+        canvas = draw_segmentation_masks(canvas, torch.stack(masks).bool(), alpha=0.45, colors=colours)
+        width = max(2, round(max(image.size) / 300))
+        canvas = draw_bounding_boxes(canvas, torch.stack(boxes).float(), labels=labels, colors=colours, width=width)
+    return Image.fromarray(canvas.permute(1, 2, 0).numpy())
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predictor import SamLitePredictor
+    from .processing import load_image
+
+    prompts = _split_prompts(args.prompt)
+    if args.max_instances is not None and args.max_instances < 1:
+        raise _Fail(f"--max-instances must be >= 1, got {args.max_instances}")
+    if args.output and Path(args.output).suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
+        raise _Fail(f"--output must end in .png, .jpg or .webp, got {args.output!r}")
+    try:
+        image = load_image(args.image)  # fail fast, before the model is loaded
+    except ValueError as e:
+        raise _Fail(str(e)) from None
+    try:
+        predictor = SamLitePredictor.from_pretrained(args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise _Fail(f"cannot load the checkpoint: {e}") from None
+    predictor.set_image(image)
+    results = predictor.predict(prompts, score_threshold=args.threshold, max_instances=args.max_instances)
+
+    if args.output:
+        out = Path(args.output)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            draw_overlay(image, results).save(out)
+        except OSError as e:
+            raise _Fail(f"cannot write {out}: {e}") from None
+    if args.json:
+        payload = [r.to_json() for r in results]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        for r in results:
+            if len(r) == 0:
+                print(f"no {r.prompt} found, presence {r.presence:.2f}")
+                continue
+            print(f"{r.prompt}: {len(r)} found, presence {r.presence:.2f}")
+            for j, (s, b, m) in enumerate(zip(r.scores, r.boxes, r.masks)):
+                box = ", ".join(f"{float(v):.0f}" for v in b)
+                print(f"  #{j + 1}  score {float(s):.2f}  box [{box}]  area {int(m.sum())} px")
+        if args.output:
+            print(f"overlay written to {args.output}")
+    return 0
+
+
+def _load_delegate(name: str) -> Callable[[list[str]], int | None]:
+    target, func, _ = DELEGATES[name]
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise _Fail(f"'{name}' is not available: {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"sam_lite_{name}_script", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.parent))
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as e:
+            if e.name and (target == e.name or target.startswith(e.name + ".")):
+                raise _Fail(f"'{name}' is not available in this installation: no module {target}") from None
+            raise
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise _Fail(f"'{name}' is not available: {target} has no {func}() function")
+    return fn
+
+
+def _run_delegate(name: str, fn: Callable, rest: list[str]) -> int:
+    """Call ``fn(rest)``; a ``main()`` without parameters reads ``sys.argv`` instead, so set that."""
+    try:
+        takes_args = bool(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        takes_args = True
+    if takes_args:
+        rc = fn(rest)
+    else:
+        saved = sys.argv
+        sys.argv = [f"sam-lite {name}", *rest]
+        try:
+            rc = fn()
+        finally:
+            sys.argv = saved
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "demo":
+            from .demo import main as demo_main
+
+            return int(demo_main(argv[1:]) or 0)
+        if argv and argv[0] in DELEGATES:
+            return _run_delegate(argv[0], _load_delegate(argv[0]), argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return cmd_predict(args)
+    except _Fail as e:
+        prog = f"sam-lite {argv[0]}" if argv and not argv[0].startswith("-") else "sam-lite"
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
