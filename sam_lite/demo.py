@@ -138,14 +138,16 @@ def user_errors(fn):
     return wrapper
 
 
-class SafeImage(gr.Image):
-    """gr.Image whose upload decoding failures become a readable gr.Error instead of a bare 'Error'."""
+def readable_upload_errors(component: gr.Image) -> gr.Image:
+    """Make upload decoding failures of ``component`` a readable gr.Error instead of a bare 'Error'.
 
-    is_template = True  # the front end renders it as a plain gr.Image
+    (Done on the instance: a gr.Image subclass would make Gradio write a ``.pyi`` stub next to this file.)
+    """
+    original = component.preprocess
 
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return original(payload)
         except gr.Error:
             raise
         except Exception as e:
@@ -155,6 +157,9 @@ class SafeImage(gr.Image):
                                f"(JPEG, PNG, WebP, ...).") from None
             log.exception("decoding an upload failed")
             raise gr.Error(f"Could not read {name!r} as an image ({type(e).__name__}).") from None
+
+    component.preprocess = preprocess
+    return component
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -219,10 +224,10 @@ def bar_chart(tokens: list[str], series: dict[str, list[np.ndarray]], panel_titl
     from matplotlib.figure import Figure  # the object API: no pyplot state, safe from several threads
 
     n_panels = max(1, len(panel_titles))
+    names = list(series)
     width = min(16.0, max(5.0, 1.0 + n_panels * (0.9 + 0.55 * len(tokens))))
     fig = Figure(figsize=(width, 3.4 + 0.2 * ((len(names) + 2) // 3)), dpi=100, layout="constrained")
     axes = fig.subplots(1, n_panels, squeeze=False, sharey=True)[0]
-    names = list(series)
     bw = 0.8 / max(1, len(names))
     x = np.arange(len(tokens))
     for p, ax in enumerate(axes):
@@ -423,8 +428,8 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
         with gr.Tab("Segment"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    image = SafeImage(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                      height=420)
+                    image = readable_upload_errors(gr.Image(
+                        label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=420))
                     prompt = gr.Textbox(label="What to segment", placeholder="red car   (several: car, person)",
                                         max_length=MAX_PROMPT_CHARS, max_lines=1)
                     threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Score threshold",

@@ -1,0 +1,150 @@
+"""The Gradio demo end to end: gradio_client against the app served on 127.0.0.1 with the tiny checkpoint."""
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DOGS = REPO / "examples" / "two_dogs.jpg"
+STREET = REPO / "examples" / "street_cars_bus.jpg"
+
+
+@pytest.fixture(scope="module")
+def client(demo_url):
+    return Client(demo_url, verbose=False)
+
+
+def annotations(update: dict) -> list[dict]:
+    """The AnnotatedImage output arrives as an update {'value': {'image', 'annotations'}, 'color_map': ...}."""
+    value = update["value"] if "value" in update else update
+    return value["annotations"]
+
+
+def test_prompt_returns_instances(client):
+    result, summary, prompts = client.predict(handle_file(str(DOGS)), "dog", 0.0, api_name="/segment")
+    layers = annotations(result)
+    assert layers, summary
+    for layer in layers:
+        assert re.fullmatch(r"dog #\d+ \(\d\.\d\d\)", layer["label"]), layer["label"]
+        mask = np.asarray(Image.open(layer["image"]))
+        assert mask.shape[:2] == (480, 640)  # masks come back at the photo's size
+    assert Path(result["value"]["image"]).is_file()
+    assert "presence" in summary and "dog" in summary
+    assert prompts["value"] == "dog"
+
+
+def test_several_prompts_get_distinct_colours(client):
+    result, summary, prompts = client.predict(handle_file(str(STREET)), "car, bus, car", 0.0, api_name="/segment")
+    labels = [a["label"] for a in annotations(result)]
+    assert any(lab.startswith("car #") for lab in labels) and any(lab.startswith("bus #") for lab in labels)
+    colours = result["color_map"]
+    car = {c for lab, c in colours.items() if lab.startswith("car #")}
+    bus = {c for lab, c in colours.items() if lab.startswith("bus #")}
+    assert car and bus and not car & bus
+    assert [c[0] for c in prompts["choices"]] == ["car", "bus"]  # repeats dropped
+
+
+def test_same_image_reuses_the_embedding(client):
+    client.predict(handle_file(str(DOGS)), "dog", 0.5, api_name="/segment")
+    _, summary, _ = client.predict(handle_file(str(DOGS)), "toilet", 0.5, api_name="/segment")
+    assert "reused from cache" in summary
+
+
+def test_nothing_found_is_said_plainly(client):
+    result, summary, _ = client.predict(handle_file(str(DOGS)), "red car", 1.0, api_name="/segment")
+    assert annotations(result) == []
+    assert re.search(r"no red car found, presence \d\.\d\d", summary), summary
+
+
+@pytest.mark.parametrize("image, prompt, message", [
+    (DOGS, "   ", "Please type what to segment"),
+    (DOGS, " , ,", "Please type what to segment"),
+    (None, "dog", "Please upload an image"),
+    (REPO / "pyproject.toml", "dog", "as an image"),
+])
+def test_bad_input_is_a_clear_error(client, image, prompt, message):
+    with pytest.raises(AppError, match=message) as info:
+        client.predict(handle_file(str(image)) if image else None, prompt, 0.5, api_name="/segment")
+    assert "Traceback" not in str(info.value)
+
+
+def test_attention_view_returns_images(client):
+    out = client.predict(handle_file(str(DOGS)), "black dog", 0.0, 2, api_name="/attention")
+    gallery, chart, caption, photo, self_gallery, words, self_caption = out
+    # presence token + 2 queries, for each of the tiny model's 2 decoder layers
+    assert len(gallery) == 3 * 2
+    assert [g["caption"] for g in gallery][:2] == ["presence token · decoder layer 1", "presence token · decoder layer 2"]
+    assert all(re.match(r"query \d+ \(", g["caption"]) for g in gallery[2:])
+    for item in gallery + self_gallery:
+        with Image.open(item["image"]) as im:
+            assert im.size[0] > 0 and im.mode in ("RGB", "RGBA")
+    for path in (chart, photo, words):
+        with Image.open(path) as im:
+            assert min(im.size) > 50
+    assert len(self_gallery) == 1  # the tiny model has one encoder layer
+    assert "black dog" in caption and "presence" in caption
+    assert "token grid" in self_caption
+
+
+def test_twenty_concurrent_requests_all_answered(demo_url):
+    """20 visitors at once, each with its own client and prompt: every one gets its own answer, none is lost."""
+    n = 20
+    barrier = threading.Barrier(n, timeout=60)
+
+    def one(i: int):
+        c = Client(demo_url, verbose=False)
+        barrier.wait()
+        t0 = time.perf_counter()
+        image = DOGS if i % 2 else STREET
+        result, summary, _ = c.predict(handle_file(str(image)), f"thing {i}", 0.0, api_name="/segment")
+        return i, result, summary, time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(one, range(n), timeout=240))
+    elapsed = time.perf_counter() - t0
+    assert len(answers) == n
+    for i, result, summary, _ in answers:
+        assert f"thing {i}" in summary  # each request got its own answer back
+        assert all(a["label"].startswith(f"thing {i} #") for a in annotations(result))
+    assert elapsed < 240
+
+
+def test_click_on_a_patch_maps_to_the_right_token():
+    """The encoder self-attention view: a click at pixel (x, y) picks the token under it (padding excluded)."""
+    from sam_lite.demo import AttentionView, patch_attention
+    from sam_lite.processing import ImageMeta
+
+    photo = Image.new("RGB", (640, 480), (90, 120, 150))
+    grid = (4, 4)  # 64 px input: 48x64 of it is the photo, the last token row is padding
+    eye = np.eye(16, dtype=np.float32)
+    view = AttentionView(photo=photo, meta=ImageMeta((480, 640), (48, 64), 64), grid=grid, tokens=["[CLS]", "a", "[SEP]"],
+                         encoder=[eye], fusion=[np.full((16, 3), 1 / 3, np.float32)], prompt="a")
+    marked, gallery, chart, caption = patch_attention(view, 639, 479)
+    assert "row 2, column 3" in caption  # not row 3: that one covers only padding
+    assert marked.size == photo.size and chart is not None
+    heat = np.asarray(gallery[0][0], dtype=np.float32)
+    # the attended cell (row 2, col 3) is brightest: bottom-right region of the tile vs top-left
+    assert heat[-40:-20, -60:-20].mean() > heat[:20, :20].mean() + 50
+    _, _, _, caption = patch_attention(view, 0, 0)
+    assert "row 0, column 0" in caption
+
+
+def test_missing_checkpoint_exits_cleanly(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "app.py"), "--checkpoint", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2
+    assert "checkpoint directory not found" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
