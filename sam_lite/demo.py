@@ -79,10 +79,14 @@ def parse_prompts(text: str | None) -> list[str]:
     return prompts
 
 
-def prepare_image(image) -> tuple[Image.Image, str]:
-    """Anything :func:`load_image` takes -> (RGB image with longest side <= 1024 px, content hash)."""
+def require_image(image) -> None:
     if image is None or (isinstance(image, str) and not image):
         raise ValueError("Please upload an image (or pick one of the examples) first.")
+
+
+def prepare_image(image) -> tuple[Image.Image, str]:
+    """Anything :func:`load_image` takes -> (RGB image with longest side <= 1024 px, content hash)."""
+    require_image(image)
     pil = load_image(image)
     if max(pil.size) > DISPLAY_MAX_SIDE:
         s = DISPLAY_MAX_SIDE / max(pil.size)
@@ -178,12 +182,13 @@ def instance_colour(prompt_index: int, instance_index: int) -> str:
     return "#{:02x}{:02x}{:02x}".format(round(r * 255), round(g * 255), round(b * 255))
 
 
-def heat_overlay(photo: Image.Image, grid_map: np.ndarray, meta: ImageMeta, alpha: float = 0.6,
+def heat_overlay(photo: Image.Image, grid_map: np.ndarray, meta: ImageMeta, alpha: float = 0.75,
                  point: tuple[float, float] | None = None) -> Image.Image:
     """A token-grid map [h, w] (over the padded square input) drawn over ``photo`` as a heat map.
 
     The map is blown up to the S x S model input (each cell one 16 px patch), cropped to the part covering the image
-    and resized to the photo. Colours are scaled per map (its largest weight is brightest).
+    and resized to the photo. Colours are scaled per map (its largest weight is brightest); the more weight a
+    patch has, the more of the heat colour covers it (up to ``alpha``), so ignored patches stay visible but dim.
     """
     import matplotlib
 
@@ -195,7 +200,8 @@ def heat_overlay(photo: Image.Image, grid_map: np.ndarray, meta: ImageMeta, alph
     m = m / max(float(m.max()), 1e-12)
     heat = matplotlib.colormaps["inferno"](m)[..., :3]
     base = np.asarray(photo, dtype=np.float32) / 255.0
-    out = Image.fromarray((np.clip((1 - alpha) * base + alpha * heat, 0, 1) * 255).astype(np.uint8))
+    a = (0.3 + (alpha - 0.3) * m)[..., None] if alpha > 0.3 else alpha
+    out = Image.fromarray((np.clip((1 - a) * base + a * heat, 0, 1) * 255).astype(np.uint8))
     return mark_point(out, point) if point is not None else out
 
 
@@ -273,6 +279,7 @@ def _layers(attention: dict, prefix: str, suffix: str) -> list[torch.Tensor]:
 
 def segment(service: SegmentationService, image, text: str, threshold: float):
     """-> (AnnotatedImage value, colour map, summary markdown, prompts)."""
+    require_image(image)
     prompts = parse_prompts(text)
     photo, key = prepare_image(image)
     t0 = time.perf_counter()
@@ -301,6 +308,7 @@ def explain(service: SegmentationService, image, prompt: str, threshold: float, 
 
     -> (image gallery [(tile, caption)], word bar chart, AttentionView, caption markdown).
     """
+    require_image(image)
     prompts = parse_prompts(prompt)
     prompt = prompts[0]
     photo, key = prepare_image(image)
@@ -394,6 +402,7 @@ fusion layer: the same patch as Q, with the prompt's words as K and V."""
 def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
     """The two-tab Blocks app around a predictor (not launched; call ``.queue().launch()`` or :func:`serve`)."""
     service = predictor if isinstance(predictor, SegmentationService) else SegmentationService(predictor)
+    config = service.predictor.model.config
 
     @user_errors
     def on_segment(image, text, threshold):
@@ -432,11 +441,11 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
                         label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=420))
                     prompt = gr.Textbox(label="What to segment", placeholder="red car   (several: car, person)",
                                         max_length=MAX_PROMPT_CHARS, max_lines=1)
-                    threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Score threshold",
+                    threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Score threshold", elem_id="threshold",
                                           info="keep instances whose score (match x presence) is at least this")
                     run = gr.Button("Segment", variant="primary")
                 with gr.Column(scale=1):
-                    result = gr.AnnotatedImage(label="Instances", height=420, format="jpeg")
+                    result = gr.AnnotatedImage(label="Instances", height=420, format="jpeg", elem_id="result")
                     summary = gr.Markdown(elem_id="summary")
             examples = [[str(EXAMPLES_DIR / f), p] for f, p in EXAMPLES if (EXAMPLES_DIR / f).is_file()]
             if examples:
@@ -448,9 +457,11 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
                                           info="the last prompts from the Segment tab, or type one")
                 n_queries = gr.Slider(1, 4, value=2, step=1, label="Object queries to show")
                 explain_btn = gr.Button("Show attention", variant="primary")
-            attn_caption = gr.Markdown()
+            attn_caption = gr.Markdown(elem_id="attn-caption")
             gr.Markdown(QKV_IMAGE)
-            attn_gallery = gr.Gallery(label="Cross-attention over the image", columns=3, height="auto",
+            attn_gallery = gr.Gallery(label="Cross-attention over the image (rows: presence token, then queries; "
+                                      "columns: decoder layers)", elem_id="attn-gallery",
+                                      columns=min(4, max(1, config.decoder_layers)), height="auto",
                                       object_fit="contain")
             gr.Markdown(QKV_TEXT)
             word_chart = gr.Image(label="Cross-attention over the prompt's words", type="pil", interactive=False)
@@ -458,10 +469,11 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
             view_state = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=1):
-                    click_photo = gr.Image(label="Click a point", type="pil", interactive=False)
-                    self_caption = gr.Markdown()
+                    click_photo = gr.Image(label="Click a point", type="pil", interactive=False, elem_id="click-photo")
+                    self_caption = gr.Markdown(elem_id="self-caption")
                 with gr.Column(scale=2):
-                    self_gallery = gr.Gallery(label="Encoder self-attention from the clicked patch", columns=2,
+                    self_gallery = gr.Gallery(label="Encoder self-attention from the clicked patch", elem_id="self-gallery",
+                                              columns=min(3, max(1, config.encoder_layers)),
                                               height="auto", object_fit="contain")
             patch_words = gr.Image(label="Fusion: which words the clicked patch listens to", type="pil",
                                    interactive=False)
