@@ -98,7 +98,9 @@ def draw_overlay(image, results) -> "object":
             labels.append(f"{r.prompt} #{j + 1} {float(r.scores[j]):.2f}")
             colours.append(palette[i % len(palette)])
     if masks:
-        canvas = draw_segmentation_masks(canvas, torch.stack(masks).bool(), alpha=0.45, colors=colours)
+        # one mask per call: torchvision paints pixels where masks overlap black when given several at once
+        for mask, colour in reversed(list(zip(masks, colours))):  # best instance drawn last, on top
+            canvas = draw_segmentation_masks(canvas, mask[None].bool(), alpha=0.45, colors=[colour])
         width = max(2, round(max(image.size) / 300))
         canvas = draw_bounding_boxes(canvas, torch.stack(boxes).float(), labels=labels, colors=colours, width=width)
     return Image.fromarray(canvas.permute(1, 2, 0).numpy())
