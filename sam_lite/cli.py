@@ -177,20 +177,17 @@ def _load_delegate(name: str) -> Callable[[list[str]], int | None]:
 
 
 def _run_delegate(name: str, fn: Callable, rest: list[str]) -> int:
-    """Call ``fn(rest)``; a ``main()`` without parameters reads ``sys.argv`` instead, so set that."""
+    """Call ``fn(rest)`` (or ``fn()``, which reads ``sys.argv``: set for both)."""
     try:
         takes_args = bool(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         takes_args = True
-    if takes_args:
-        rc = fn(rest)
-    else:
-        saved = sys.argv
-        sys.argv = [f"sam-lite {name}", *rest]
-        try:
-            rc = fn()
-        finally:
-            sys.argv = saved
+    saved = sys.argv
+    sys.argv = [f"sam-lite {name}", *rest]  # also what argparse shows as the program name
+    try:
+        rc = fn(rest) if takes_args else fn()
+    finally:
+        sys.argv = saved
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
