@@ -30,6 +30,7 @@ from ..data import CocoConcepts, ConceptSegmentationDataset, collate
 from ..modeling import SamLiteModel
 from ..modeling.image_encoder import PIXEL_MEAN, PIXEL_STD
 from .criterion import SetCriterion
+from .matcher import resize_masks
 
 STATE_NAME = "training_state.pt"
 
@@ -212,7 +213,9 @@ def main(argv=None) -> Path:
         if args.model == "sam_lite":
             losses = criterion(outputs, batch["targets"])
         else:
-            losses = model_core.loss(outputs, batch["targets"])
+            size = outputs["semantic_logits"].shape[-2:]
+            losses = model_core.loss(outputs, [{"masks": resize_masks(t["masks"], size) > 0.5}
+                                               for t in batch["targets"]])
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
