@@ -148,3 +148,30 @@ def test_missing_checkpoint_exits_cleanly(tmp_path):
     assert proc.returncode == 2
     assert "checkpoint directory not found" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_uploads_are_downsized_and_hashed_by_content():
+    from sam_lite.demo import DISPLAY_MAX_SIDE, prepare_image
+
+    big = np.zeros((1500, 5000, 3), np.uint8)
+    big[:, :2500] = 200
+    photo, key = prepare_image(big)
+    assert max(photo.size) == DISPLAY_MAX_SIDE and photo.size == (1024, 307)
+    assert prepare_image(big.copy())[1] == key  # same pixels, same key: the embedding is reused
+    big[0, 0] = 1
+    assert prepare_image(big)[1] != key
+    with pytest.raises(ValueError, match="upload an image"):
+        prepare_image(None)
+
+
+def test_service_encodes_each_image_once(tiny_checkpoint):
+    from sam_lite import SamLitePredictor
+    from sam_lite.demo import SegmentationService, prepare_image
+
+    service = SegmentationService(SamLitePredictor.from_pretrained(tiny_checkpoint))
+    dogs, street = prepare_image(str(DOGS)), prepare_image(str(STREET))
+    for prompt in ("dog", "cat", "toilet"):
+        _, cached = service.predict(*dogs, [prompt], 0.5)
+        assert cached == (prompt != "dog")
+    service.predict(*street, ["car"], 0.5)
+    assert service.image_encodings == 2

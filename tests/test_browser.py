@@ -69,6 +69,15 @@ def test_prompt_in_the_browser_shows_the_result(page):
     page.locator("#self-caption").get_by_text("row 0, column 0").wait_for()
 
 
+def test_example_fills_image_and_prompt(page):
+    from playwright.sync_api import expect
+
+    page.get_by_text("yellow car, white car, bus").first.click()
+    expect(page.get_by_label("What to segment")).to_have_value("yellow car, white car, bus", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Segment").click()
+    page.locator("#summary").get_by_text("presence").first.wait_for()
+
+
 def test_missing_image_shows_a_message_not_a_traceback(page):
     page.get_by_label("What to segment").fill("red car")
     page.get_by_role("button", name="Segment").click()
