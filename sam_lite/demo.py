@@ -461,7 +461,7 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
             gr.Markdown(QKV_IMAGE)
             attn_gallery = gr.Gallery(label="Cross-attention over the image (rows: presence token, then queries; "
                                       "columns: decoder layers)", elem_id="attn-gallery",
-                                      columns=min(4, max(1, config.decoder_layers)), height="auto",
+                                      columns=min(4, max(1, config.decoder_layers)), height=820,
                                       object_fit="contain")
             gr.Markdown(QKV_TEXT)
             word_chart = gr.Image(label="Cross-attention over the prompt's words", type="pil", interactive=False)
