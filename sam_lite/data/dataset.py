@@ -113,8 +113,7 @@ class ConceptSegmentationDataset(Dataset):
         for i, n in enumerate(names):
             by_concept.setdefault(n, []).append(i)
         positives = [n for n in by_concept if n not in ambiguous]
-        stuff_ok = self.coco.stuff_labelled.get(image_id, False)
-        neg_pool = self.coco.negative_pool(image_id, set(by_concept) | ambiguous) if True else []
+        neg_pool = self.coco.negative_pool(image_id, set(by_concept) | ambiguous)
         colourable = {n: [colours[i] for i in idx] for n, idx in by_concept.items()
                       if n in things and n not in NO_COLOUR and n not in ambiguous
                       and all(colours[i] is not None for i in idx)}
@@ -130,8 +129,8 @@ class ConceptSegmentationDataset(Dataset):
 
         for _ in range(self.m):
             r = rng.random()
-            if (r < self.neg_frac or not positives) and neg_pool:
-                if colourable and rng.random() < 0.4:  # a wrong colour of a present object: the hardest negative
+            if (r < self.neg_frac or not positives) and (neg_pool or colourable):
+                if colourable and (not neg_pool or rng.random() < 0.4):  # a wrong colour of a present object
                     name = rng.choice(sorted(colourable))
                     wrong = [c for c in COLOURS if c not in colourable[name]]
                     add(f"{rng.choice(wrong)} {name}", [], "negative")

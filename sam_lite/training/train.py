@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop (after saving) at this step without ending the schedule, e.g. to test --resume")
     args = p.parse_args(argv)
     if sum(x is not None for x in (args.minutes, args.epochs, args.steps)) != 1:
         p.error("give exactly one of --minutes, --epochs, --steps")
@@ -172,7 +174,7 @@ def main(argv=None) -> Path:
         total_steps = max(1, round(args.epochs * per_epoch))
     resume_dir = find_resume_dir(out) if args.resume else None
     if args.resume and resume_dir is None:
-        raise SystemExit(f"--resume: no checkpoint in {out}/last to resume from")
+        raise SystemExit(f"error: --resume: no checkpoint in {out}/last to resume from")
     if resume_dir is not None:
         from safetensors.torch import load_file
 
@@ -188,6 +190,9 @@ def main(argv=None) -> Path:
         optimizer, lambda s: lr_factor(s, args.warmup_steps, total_steps or 10 ** 9))
     if resume_dir is not None:
         scheduler.load_state_dict(state["scheduler"])
+        # building LambdaLR applied lr(0); the saved run was at lr(step)
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
     model = DistributedDataParallel(model_core) if distributed else model_core
     model.train()
 
@@ -240,10 +245,11 @@ def main(argv=None) -> Path:
             bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_per_s']:.1f}")
             bar.update(1)
         finished = total_steps is not None and step >= total_steps
-        if rank == 0 and (step % args.save_every == 0 or finished):
+        interrupted = args.stop_after is not None and step >= args.stop_after
+        if rank == 0 and (step % args.save_every == 0 or finished or interrupted):
             save_checkpoint(out, model_core, optimizer, scheduler, step, total_steps or 0, epoch,
                             batch_in_epoch, args)
-        if finished:
+        if finished or interrupted:
             break
     bar.close()
     if rank == 0:
