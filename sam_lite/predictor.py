@@ -81,6 +81,8 @@ class SamLitePredictor:
         if not self.is_image_set:
             raise ValueError("no image set: call set_image(image) before predict(prompt)")
         single = isinstance(prompt, str)
+        if not single and not isinstance(prompt, (list, tuple)):
+            raise ValueError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
         prompts = [prompt] if single else list(prompt)
         if not prompts:
             raise ValueError("no prompt given")
