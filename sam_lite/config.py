@@ -18,7 +18,7 @@ class SamLiteConfig:
     """
 
     # image encoder
-    image_size: int = 320
+    image_size: int = 256
     d_model: int = 128
     num_heads: int = 4
     mlp_ratio: float = 4.0

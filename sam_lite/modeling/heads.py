@@ -19,6 +19,9 @@ class PredictionHeads(nn.Module):
         self.box = MLP(dim, dim, 4, 3)
         self.mask_embed = MLP(dim, dim, mask_dim, 3)
         self.presence = nn.Linear(dim, 1)
+        # the presence token also paints one semantic mask (the union of all instances): dense supervision that
+        # teaches the pixel embedding where the concept is, even when few queries are matched
+        self.semantic_embed = MLP(dim, dim, mask_dim, 2)
         # the ImageNet prior's per-image statistics vote on presence directly (starts at zero)
         self.presence_prior = nn.Linear(prior_dim, 1) if prior_dim else None
         if self.presence_prior is not None:
@@ -29,7 +32,7 @@ class PredictionHeads(nn.Module):
         """states [B, 1+K, D] (index 0 = presence token), pixel_embedding [B, Dm, h, w] (stride 4).
 
         Returns pred_logits [B, K] (match), pred_boxes [B, K, 4] (cx, cy, w, h in [0, 1] of the padded input),
-        pred_masks [B, K, h, w] (logits), presence_logits [B].
+        pred_masks [B, K, h, w] (logits), presence_logits [B], pred_semantic [B, h, w] (logits of the union mask).
         """
         presence, queries = states[:, 0], states[:, 1:]
         presence_logits = self.presence(presence)[:, 0]
@@ -37,4 +40,5 @@ class PredictionHeads(nn.Module):
             presence_logits = presence_logits + self.presence_prior(prior_stats)[:, 0]
         masks = torch.einsum("bkc,bchw->bkhw", self.mask_embed(queries), pixel_embedding)
         return {"pred_logits": self.match(queries)[..., 0], "pred_boxes": self.box(queries).sigmoid(),
-                "pred_masks": masks, "presence_logits": presence_logits}
+                "pred_masks": masks, "presence_logits": presence_logits,
+                "pred_semantic": torch.einsum("bc,bchw->bhw", self.semantic_embed(presence), pixel_embedding)}

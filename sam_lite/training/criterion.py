@@ -2,7 +2,8 @@
 
 Losses: ``loss_ce`` sigmoid focal loss on every query's match logit (matched -> 1, others and every query of a
 negative prompt -> 0), ``loss_mask`` BCE and ``loss_dice`` on matched masks, ``loss_bbox`` L1 and ``loss_giou`` on
-matched boxes, ``loss_presence`` BCE of the presence logit against "the prompt has at least one instance".
+matched boxes, ``loss_presence`` BCE of the presence logit against "the prompt has at least one instance",
+``loss_sem_bce`` and ``loss_sem_dice`` on the semantic (union of instances) mask painted by the presence token.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 from .matcher import HungarianMatcher, resize_masks
 
 DEFAULT_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_bbox": 5.0, "loss_giou": 2.0,
-                   "loss_presence": 2.0}
+                   "loss_presence": 2.0, "loss_sem_bce": 2.0, "loss_sem_dice": 2.0}
 
 
 def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -60,9 +61,18 @@ class SetCriterion(nn.Module):
             loss_mask = loss_dice = loss_bbox = loss_giou = zero
         present = torch.tensor([float(t["boxes"].shape[0] > 0) for t in targets], device=logits.device)
         loss_presence = F.binary_cross_entropy_with_logits(outputs["presence_logits"].float(), present)
-        return {"loss_ce": loss_ce, "loss_mask": loss_mask / num_instances, "loss_dice": loss_dice / num_instances,
-                "loss_bbox": loss_bbox / num_instances, "loss_giou": loss_giou / num_instances,
-                "loss_presence": loss_presence}
+        losses = {"loss_ce": loss_ce, "loss_mask": loss_mask / num_instances, "loss_dice": loss_dice / num_instances,
+                  "loss_bbox": loss_bbox / num_instances, "loss_giou": loss_giou / num_instances,
+                  "loss_presence": loss_presence}
+        if "pred_semantic" in outputs:
+            sem = outputs["pred_semantic"].float()
+            union = torch.stack([resize_masks(t["masks"], size).amax(0) if t["masks"].shape[0]
+                                 else sem.new_zeros(size) for t in targets])
+            losses["loss_sem_bce"] = F.binary_cross_entropy_with_logits(sem, union)
+            has = present.bool()
+            losses["loss_sem_dice"] = (dice_loss(sem[has].flatten(1), union[has].flatten(1)).mean() if has.any()
+                                       else sem.sum() * 0.0)
+        return losses
 
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Returns every loss term (``_i`` suffix for auxiliary layer i) and ``loss``, their weighted sum."""

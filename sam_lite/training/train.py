@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--workers", type=int, default=1, help="data loader processes")
-    p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (measured slower than fp32 on this CPU: 27 s vs 13 s per step)")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--stop-after", type=int, default=None,
@@ -201,7 +201,7 @@ def main(argv=None) -> Path:
     if args.minutes is not None and total_steps is None:
         deadline = t_start + args.minutes * 60
     bar = tqdm(total=total_steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     sampler = EpochBatchSampler(len(dataset), args.batch_size, per_epoch, args.seed, rank, world, epoch,
                                 batch_in_epoch)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.workers,
