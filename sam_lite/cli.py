@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="PNG", help="write the image with masks and boxes drawn on it here")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (a list for several "
                                                        "comma-separated prompts)")
-    p.add_argument("--threshold", type=_threshold, default=0.5, help="score threshold in [0, 1] (default 0.5)")
+    p.add_argument("--threshold", type=_threshold, default=None,
+                   help="score threshold in [0, 1] (default: the checkpoint's calibrated threshold)")
     p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: checkpoints/sam-lite-base)")
     p.add_argument("--max-instances", type=int, default=None, help="keep at most this many instances per prompt")
 

@@ -39,6 +39,8 @@ class SamLiteConfig:
     num_queries: int = 32
     decoder_layers: int = 3
     dropout: float = 0.0
+    # inference: default score threshold (match x presence), chosen on the validation split after training
+    score_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +67,8 @@ class SamLiteConfig:
         need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
+        need(isinstance(self.score_threshold, (int, float)) and 0.0 <= self.score_threshold <= 1.0,
+             f"score_threshold must be in [0, 1], got {self.score_threshold!r}")
         need(self.prior_temperature > 0, f"prior_temperature must be > 0, got {self.prior_temperature!r}")
 
     # --- presets and (de)serialisation -------------------------------------------------------------------------

@@ -441,7 +441,7 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
                         label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=420))
                     prompt = gr.Textbox(label="What to segment", placeholder="red car   (several: car, person)",
                                         max_length=MAX_PROMPT_CHARS, max_lines=1)
-                    threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Score threshold", elem_id="threshold",
+                    threshold = gr.Slider(0.0, 1.0, value=float(getattr(config, "score_threshold", 0.5)), step=0.01, label="Score threshold", elem_id="threshold",
                                           info="keep instances whose score (match x presence) is at least this")
                     run = gr.Button("Segment", variant="primary")
                 with gr.Column(scale=1):

@@ -74,7 +74,7 @@ class SamLitePredictor:
         self._pixel_values, self._meta, self._image = pixel_values, meta, pil
 
     @torch.inference_mode()
-    def predict(self, prompt: str | list[str], score_threshold: float = 0.5, return_attention: bool = False,
+    def predict(self, prompt: str | list[str], score_threshold: float | None = None, return_attention: bool = False,
                 mask_threshold: float = 0.0, max_instances: int | None = None,
                 nms_iou: float = 0.6) -> PredictionResult | list[PredictionResult]:
         """Segment every instance of each prompt. One string -> one result; a list -> a list of results."""
@@ -86,6 +86,8 @@ class SamLitePredictor:
         prompts = [prompt] if single else list(prompt)
         if not prompts:
             raise ValueError("no prompt given")
+        if score_threshold is None:  # the threshold calibrated on validation data, stored with the checkpoint
+            score_threshold = self.model.config.score_threshold
         if not 0.0 <= float(score_threshold) <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         text = self.model.encode_text(prompts)

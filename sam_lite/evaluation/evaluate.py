@@ -155,11 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", default=str(Path("checkpoints") / "sam-lite-base"),
                     help="checkpoint directory (default: %(default)s)")
     ap.add_argument("--split", default="val", choices=["val", "train", "all"])
-    ap.add_argument("--threshold", type=float, default=0.5, help="score threshold of reported metrics")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="score threshold of reported metrics (default: the checkpoint's calibrated threshold)")
     ap.add_argument("--calibrate", action="store_true",
                     help="also find the threshold maximising gIoU / presence accuracy over 0.05..0.95")
     ap.add_argument("--out", default="results.json", help="write the metrics here as JSON")
     ap.add_argument("--max-images", type=int, default=None, help="only the first N images of the split")
+    ap.add_argument("--half", choices=["first", "second"], default=None,
+                    help="only the first or second half of the split's images (calibrate on one, report the other)")
     ap.add_argument("--baseline", action="store_true",
                     help="the checkpoint is a CLIPSeg-style baseline (also detected from its config.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation prompts (negatives)")
@@ -183,7 +186,7 @@ def load_predictor(checkpoint: str | Path, baseline: bool = False):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not 0.0 <= args.threshold <= 1.0:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
         return 2
     if args.max_images is not None and args.max_images < 1:
@@ -199,7 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.threshold is None:
+        args.threshold = float(getattr(getattr(predictor, "model", None) and predictor.model.config,
+                                       "score_threshold", 0.5))
     image_ids = coco.split(args.split)
+    if args.half is not None:
+        mid = len(image_ids) // 2
+        image_ids = image_ids[:mid] if args.half == "first" else image_ids[mid:]
     if args.max_images is not None:
         image_ids = image_ids[: args.max_images]
     samples = coco.eval_samples(image_ids, seed=args.seed)
@@ -214,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ap_min_score=args.ap_min_score, compute_ap=not args.no_ap, progress=not args.quiet)
     result.update({"checkpoint": str(args.checkpoint), "model_type": "clipseg_baseline"
                    if type(predictor).__name__ == "BaselinePredictor" else "sam_lite",
-                   "data": str(args.data), "split": args.split, "max_images": args.max_images, "seed": args.seed,
+                   "data": str(args.data), "split": args.split, "max_images": args.max_images, "half": args.half, "seed": args.seed,
                    "wall_s": time.perf_counter() - t0})
     print(f"\nmetrics at score threshold {args.threshold:g}:")
     print(format_table(result["metrics"]))

@@ -32,8 +32,8 @@ WEIGHTS_NAME = "model.safetensors"
 class ClipSegBaselineConfig:
     """Configuration of :class:`ClipSegBaseline`. Masks come out at ``image_size // 4`` per side."""
 
-    image_size: int = 320
-    d_model: int = 64
+    image_size: int = 256
+    d_model: int = 192  # ~2.0 M trainable parameters, like sam-lite base
     text_dim: int = 384
     max_text_tokens: int = 24
     # loss weights
