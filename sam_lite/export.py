@@ -1,0 +1,302 @@
+"""Export sam-lite to ONNX: an image encoder and a prompt decoder (the text encoder stays in PyTorch by default).
+
+The split mirrors :class:`sam_lite.SamLitePredictor`: the image encoder runs once per image, the prompt decoder once per
+prompt (or batch of prompts). Usage::
+
+    sam-lite export --checkpoint checkpoints/sam-lite-base --out exported/
+    python -m sam_lite.export --checkpoint checkpoints/sam-lite-base --out exported/ [--text-encoder]
+
+Files written to ``--out``:
+
+* ``image_encoder.onnx``: ``pixel_values [B,3,S,S]`` (preprocessed as by :class:`sam_lite.SamLiteProcessor`) ->
+  ``image_tokens [B,N,D]`` (N = (S/16)^2), ``pixel_features [B,mask_dim,S/4,S/4]`` and, when the config uses the
+  ImageNet prior, ``class_logits [B,1000,S/32,S/32]``.
+* ``prompt_decoder.onnx``: ``image_tokens``, ``pixel_features``, [``class_logits``], ``text_features [B,T,384]``
+  (MiniLM last hidden states), ``text_padding_mask [B,T]`` (bool, True = padding), ``sentence [B,384]``
+  (normalised mean pool, used by the prior) -> ``pred_logits [B,K]``, ``pred_masks [B,K,S/4,S/4]``,
+  ``pred_boxes [B,K,4]`` (normalised cxcywh of the padded input), ``presence_logits [B]``, ``scores [B,K]``
+  (= sigmoid(pred_logits) * sigmoid(presence_logits)). Row i of every decoder input belongs to pair i: repeat the
+  image outputs when several prompts share one image.
+* optionally ``text_encoder.onnx``: ``input_ids [B,T]``, ``attention_mask [B,T]`` (int64, from the MiniLM tokenizer
+  with ``max_length = max_text_tokens``) -> ``text_features``, ``sentence``.
+* ``config.json`` (the model config) and ``onnx_export.json`` (names, shapes, opset, dynamic axes).
+
+Batch is dynamic in every graph, the number of text tokens T is dynamic in the decoder (and the text encoder). The
+image size S is fixed by the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import SamLiteConfig
+from .modeling import SamLiteModel
+from .modeling.attention import sine_position_encoding_2d
+
+DEFAULT_OPSET = 17
+IMAGE_ENCODER_FILE = "image_encoder.onnx"
+PROMPT_DECODER_FILE = "prompt_decoder.onnx"
+TEXT_ENCODER_FILE = "text_encoder.onnx"
+MANIFEST_FILE = "onnx_export.json"
+OPTIONAL_DECODER_OUTPUTS = ("pred_semantic",)
+VERIFY_ATOL = 1e-3  # max abs difference main() accepts between onnxruntime and PyTorch (float32: ~1e-5 is typical)
+
+
+class ImageEncoderAdapter(nn.Module):
+    """pixel_values -> (image_tokens, pixel_features[, class_logits]) as a tuple of tensors."""
+
+    def __init__(self, model: SamLiteModel) -> None:
+        super().__init__()
+        self.image_encoder = model.image_encoder
+        self.use_prior = model.config.use_imagenet_prior
+
+    def forward(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
+        emb = self.image_encoder(pixel_values)
+        if self.use_prior:
+            return emb["tokens"], emb["pixel_features"], emb["class_logits"]
+        return emb["tokens"], emb["pixel_features"]
+
+
+class PromptDecoderAdapter(nn.Module):
+    """Image outputs + encoded text for B image-prompt pairs -> the final-layer predictions and the scores.
+
+    Calls :meth:`SamLiteModel.decode` itself, so the graph follows whatever the model does; the auxiliary heads of the
+    earlier decoder layers are not outputs and are pruned from the graph.
+    """
+
+    def __init__(self, model: SamLiteModel) -> None:
+        super().__init__()
+        self.model = model
+        self.use_prior = model.config.use_imagenet_prior
+        g = model.config.image_size // 16
+        self.grid = (g, g)
+        self.register_buffer("pos", sine_position_encoding_2d(g, g, model.config.d_model), persistent=False)
+        if self.use_prior:  # materialise the MiniLM embeddings of the 1,000 class names so they become a constant
+            model.prior._class_embeddings(self.pos)
+
+    def forward(self, image_tokens: Tensor, pixel_features: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
+        if self.use_prior:
+            class_logits, text_features, text_padding_mask, sentence = rest
+        else:
+            (text_features, text_padding_mask, sentence), class_logits = rest, None
+        emb = {"tokens": image_tokens, "pos": self.pos.to(image_tokens.dtype), "grid": self.grid,
+               "pixel_features": pixel_features, "class_logits": class_logits, "attentions": []}
+        text = {"features": text_features, "padding_mask": text_padding_mask, "sentence": sentence}
+        # pair i with image i (explicit index: no data-dependent branch in the traced graph)
+        index = torch.arange(image_tokens.shape[0], device=image_tokens.device)
+        out = self.model.decode(emb, text, image_index=index)
+        scores = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
+        res = (out["pred_logits"], out["pred_masks"], out["pred_boxes"], out["presence_logits"], scores)
+        # optional outputs of newer heads (e.g. the presence token's semantic union mask)
+        return res + tuple(out[k] for k in OPTIONAL_DECODER_OUTPUTS if k in out)
+
+
+class TextEncoderAdapter(nn.Module):
+    """input_ids, attention_mask -> (text_features zeroed at padding, normalised mean-pooled sentence)."""
+
+    def __init__(self, model: SamLiteModel) -> None:
+        super().__init__()
+        self.bert = model.text_encoder.bert
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+        m = attention_mask.to(hidden.dtype)[..., None]
+        sentence = F.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
+        return hidden * m, sentence
+
+
+def image_encoder_io(config: SamLiteConfig) -> tuple[list[str], list[str], dict]:
+    outputs = ["image_tokens", "pixel_features"] + (["class_logits"] if config.use_imagenet_prior else [])
+    dyn = {name: {0: "batch"} for name in ["pixel_values", *outputs]}
+    return ["pixel_values"], outputs, dyn
+
+
+def prompt_decoder_io(config: SamLiteConfig, optional: tuple[str, ...] = ()) -> tuple[list[str], list[str], dict]:
+    inputs = ["image_tokens", "pixel_features"] + (["class_logits"] if config.use_imagenet_prior else []) + [
+        "text_features", "text_padding_mask", "sentence"]
+    outputs = ["pred_logits", "pred_masks", "pred_boxes", "presence_logits", "scores", *optional]
+    dyn = {name: {0: "batch"} for name in inputs + outputs}
+    dyn["text_features"] = {0: "batch", 1: "text_tokens"}
+    dyn["text_padding_mask"] = {0: "batch", 1: "text_tokens"}
+    return inputs, outputs, dyn
+
+
+def example_inputs(model: SamLiteModel, batch: int = 2, prompts: list[str] | None = None) -> dict[str, Tensor]:
+    """Random pixel values and real encoded prompts, for tracing and for checking an export."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    pixel_values = torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
+    prompts = prompts or (["a red car", "dog"] * batch)[:batch]
+    with torch.no_grad():
+        text = model.encode_text(prompts)
+    return {"pixel_values": pixel_values, "text_features": text["features"].float(),
+            "text_padding_mask": text["padding_mask"], "sentence": text["sentence"].float()}
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dyn: dict,
+            opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python scalars from shapes (the fixed image grid)
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dyn,
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+
+
+@torch.no_grad()
+def export_onnx(model: SamLiteModel, out_dir: str | Path, opset: int = DEFAULT_OPSET, text_encoder: bool = False,
+                check: bool = True) -> dict[str, Path]:
+    """Export ``model`` (float32, eval mode) to ``out_dir``; return {"image_encoder": path, "prompt_decoder": path,
+    ["text_encoder": path,] "config": path, "manifest": path}. With ``check``, ``onnx.checker`` validates each file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    dtype = next(model.parameters()).dtype
+    model.float().eval()
+    cfg = model.config
+    try:
+        ex = example_inputs(model, batch=2)
+        paths: dict[str, Path] = {}
+
+        enc = ImageEncoderAdapter(model).eval()
+        names_in, names_out, dyn = image_encoder_io(cfg)
+        paths["image_encoder"] = out / IMAGE_ENCODER_FILE
+        _export(enc, (ex["pixel_values"],), paths["image_encoder"], names_in, names_out, dyn, opset)
+
+        image_out = enc(ex["pixel_values"])
+        dec = PromptDecoderAdapter(model).eval()
+        dec_args = (*image_out, ex["text_features"], ex["text_padding_mask"], ex["sentence"])
+        optional = _optional_outputs(model, ex)
+        names_in, names_out, dyn = prompt_decoder_io(cfg, optional)
+        paths["prompt_decoder"] = out / PROMPT_DECODER_FILE
+        _export(dec, dec_args, paths["prompt_decoder"], names_in, names_out, dyn, opset)
+
+        if text_encoder:
+            tok = model.text_encoder.tokenizer(["a red car", "dog"], padding=True, truncation=True,
+                                               max_length=cfg.max_text_tokens, return_tensors="pt")
+            paths["text_encoder"] = out / TEXT_ENCODER_FILE
+            _export(TextEncoderAdapter(model).eval(), (tok["input_ids"], tok["attention_mask"]),
+                    paths["text_encoder"], ["input_ids", "attention_mask"], ["text_features", "sentence"],
+                    {n: {0: "batch", 1: "text_tokens"} for n in ["input_ids", "attention_mask", "text_features"]}
+                    | {"sentence": {0: "batch"}}, opset)
+
+        if check:
+            import onnx
+
+            for key in ("image_encoder", "prompt_decoder", "text_encoder"):
+                if key in paths:
+                    onnx.checker.check_model(str(paths[key]))
+
+        paths["config"] = out / "config.json"
+        cfg.save(paths["config"])
+        s = cfg.image_size
+        manifest = {
+            "format": "sam-lite onnx export", "opset": opset, "image_size": s,
+            "preprocessing": "resize longest side to image_size (bilinear, antialias), (x - 127) / 128, pad "
+                             "bottom/right with 0 to image_size x image_size (sam_lite.SamLiteProcessor)",
+            "image_encoder": {"file": IMAGE_ENCODER_FILE, "inputs": {"pixel_values": ["batch", 3, s, s]},
+                              "outputs": dict(zip(image_encoder_io(cfg)[1], [
+                                  ["batch", (s // 16) ** 2, cfg.d_model], ["batch", cfg.mask_dim, s // 4, s // 4],
+                                  ["batch", 1000, s // 32, s // 32]]))},
+            "prompt_decoder": {"file": PROMPT_DECODER_FILE, "inputs": prompt_decoder_io(cfg)[0],
+                               "outputs": {"pred_logits": ["batch", cfg.num_queries],
+                                           "pred_masks": ["batch", cfg.num_queries, s // 4, s // 4],
+                                           "pred_boxes": ["batch", cfg.num_queries, 4], "presence_logits": ["batch"],
+                                           "scores": ["batch", cfg.num_queries],
+                                           **{k: ["batch", s // 4, s // 4] for k in optional}},
+                               "text_features": ["batch", "text_tokens (<= max_text_tokens)", cfg.text_dim],
+                               "text_padding_mask": "bool, True = padding"},
+            "text_encoder": ({"file": TEXT_ENCODER_FILE, "tokenizer": "sentence-transformers/all-MiniLM-L6-v2",
+                              "max_length": cfg.max_text_tokens} if text_encoder else None),
+        }
+        paths["manifest"] = out / MANIFEST_FILE
+        paths["manifest"].write_text(json.dumps(manifest, indent=2) + "\n")
+        return paths
+    finally:
+        model.to(dtype).train(was_training)
+
+
+def _optional_outputs(model: SamLiteModel, ex: dict[str, Tensor]) -> tuple[str, ...]:
+    """Which of OPTIONAL_DECODER_OUTPUTS this model's decode() returns (checked on the example inputs)."""
+    out = run_pytorch(model, ex)
+    return tuple(k for k in OPTIONAL_DECODER_OUTPUTS if k in out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sam-lite export", description="Export a sam-lite checkpoint to ONNX "
+                                 "(image encoder + prompt decoder; optionally the MiniLM text encoder).")
+    ap.add_argument("--checkpoint", required=True, help="directory written by SamLiteModel.save_pretrained")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    ap.add_argument("--text-encoder", action="store_true", help="also export the MiniLM text encoder")
+    ap.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")
+    args = ap.parse_args(argv)
+    try:
+        model = SamLiteModel.from_pretrained(args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = export_onnx(model, args.out, opset=args.opset, text_encoder=args.text_encoder)
+    for key, p in paths.items():
+        print(f"{key}: {p}")
+    if not args.no_verify:
+        err = verify_onnx(model, paths)
+        print("max abs difference onnxruntime vs PyTorch: " + ", ".join(f"{k} {v:.2e}" for k, v in err.items()))
+        bad = sorted(k for k, v in err.items() if not v <= VERIFY_ATOL)
+        if bad:
+            print(f"error: onnxruntime differs from PyTorch by more than {VERIFY_ATOL} in {bad}", file=sys.stderr)
+            return 1
+    return 0
+
+
+@torch.no_grad()
+def run_pytorch(model: SamLiteModel, ex: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The PyTorch reference for the exported graphs on the inputs of :func:`example_inputs`."""
+    model.float().eval()
+    emb = model.encode_image(ex["pixel_values"])
+    text = {"features": ex["text_features"], "padding_mask": ex["text_padding_mask"], "sentence": ex["sentence"]}
+    out = model.decode(emb, text, image_index=torch.arange(ex["pixel_values"].shape[0]))
+    res = {"image_tokens": emb["tokens"], "pixel_features": emb["pixel_features"]}
+    if model.config.use_imagenet_prior:
+        res["class_logits"] = emb["class_logits"]
+    res.update({k: out[k] for k in ("pred_logits", "pred_masks", "pred_boxes", "presence_logits")})
+    res["scores"] = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
+    res.update({k: out[k] for k in OPTIONAL_DECODER_OUTPUTS if k in out})
+    return res
+
+
+def run_onnx(paths: dict[str, Path], ex: dict[str, Tensor]) -> dict[str, "object"]:
+    """Run the exported image encoder and prompt decoder with onnxruntime (CPU) -> numpy arrays by output name."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    enc = ort.InferenceSession(str(paths["image_encoder"]), opts, providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(paths["prompt_decoder"]), opts, providers=["CPUExecutionProvider"])
+    img = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {"pixel_values": ex["pixel_values"].numpy()})))
+    feeds = {**img, "text_features": ex["text_features"].numpy(), "text_padding_mask": ex["text_padding_mask"].numpy(),
+             "sentence": ex["sentence"].numpy()}
+    feeds = {i.name: feeds[i.name] for i in dec.get_inputs()}
+    res = dict(img)
+    res.update(zip([o.name for o in dec.get_outputs()], dec.run(None, feeds)))
+    return res
+
+
+def verify_onnx(model: SamLiteModel, paths: dict[str, Path], batch: int = 2) -> dict[str, float]:
+    """Max absolute difference between onnxruntime and PyTorch per output, on random pixels and two prompts."""
+    ex = example_inputs(model, batch=batch)
+    ref = run_pytorch(model, ex)
+    got = run_onnx(paths, ex)
+    return {k: float((torch.from_numpy(got[k]).float() - v.float()).abs().max()) for k, v in ref.items()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
