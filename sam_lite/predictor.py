@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .modeling import SamLiteModel
-from .processing import ImageMeta, SamLiteProcessor, boxes_from_masks, load_image, suppress_duplicates
+from .processing import ORIGINAL_SIZE_KEY, ImageMeta, SamLiteProcessor, boxes_from_masks, load_image, suppress_duplicates
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "sam-lite-base"
 
@@ -70,6 +70,8 @@ class SamLitePredictor:
         """image: PIL image, HxWx3 uint8 array or a file path. Computes and caches the image embedding."""
         pil = load_image(image)
         pixel_values, meta = self.processor.preprocess(pil)
+        # a huge photo was downscaled for the model; masks and boxes still come back at the size the user gave
+        meta.original_size = pil.info.get(ORIGINAL_SIZE_KEY, meta.original_size)
         self._embedding = self.model.encode_image(pixel_values)
         self._pixel_values, self._meta, self._image = pixel_values, meta, pil
 

@@ -19,6 +19,7 @@ from .config import SamLiteConfig
 from .modeling.image_encoder import PIXEL_MEAN, PIXEL_STD
 
 MAX_IMAGE_SIDE = 4096  # larger inputs are downscaled (not refused) before anything else happens
+ORIGINAL_SIZE_KEY = "sam_lite_original_size"  # PIL info key: (H, W) before that downscaling
 
 
 @dataclass
@@ -114,7 +115,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if max(im.size) > MAX_IMAGE_SIDE:
         s = MAX_IMAGE_SIDE / max(im.size)
         warnings.warn(f"image of {im.width}x{im.height} downscaled to longest side {MAX_IMAGE_SIDE}", stacklevel=3)
+        original = (im.height, im.width)
         im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.BILINEAR)
+        im.info[ORIGINAL_SIZE_KEY] = original
     return im
 
 

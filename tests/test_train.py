@@ -133,3 +133,15 @@ def test_ddp_two_processes(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert [x["step"] for x in _log(out)] == [1, 2]  # one log, written by rank 0
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_baseline_trains_with_the_same_script(data_dir, tmp_path):
+    from sam_lite.modeling.clipseg_baseline import ClipSegBaseline
+
+    cfg = tmp_path / "baseline.json"
+    cfg.write_text(json.dumps({"image_size": 64, "d_model": 16}))
+    out = tmp_path / "baseline"
+    _train(["--model", "clipseg_baseline", "--config", cfg, "--data", data_dir, "--out", out, "--steps", 2,
+            "--batch-size", "2", "--workers", "0", "--threads", "1"])
+    assert [r["step"] for r in _log(out)] == [1, 2]
+    assert ClipSegBaseline.from_pretrained(out / "final").config.image_size == 64
