@@ -863,8 +863,8 @@ def render_md(R: dict, notes: str) -> str:
           f"({tr.get('trainable_tensors', '?')} trainable tensors, {tr.get('trainable_params', 0):,} parameters; "
           "the Lite0 backbone and MiniLM are frozen in the default config; bf16 warms up with a batch of 2, float32 "
           "with the full batch). Each row runs in its own fresh process; peak memory is that process's peak "
-          "resident set (`VmHWM`, the figure `ru_maxrss` reports, read from /proc because a child's `ru_maxrss` starts at its "
-          "parent's). `import torch` alone (this CUDA build of torch) is ~700 MB of it.", "",
+          "resident set (`VmHWM`, the figure `ru_maxrss` reports, read from /proc because a child's `ru_maxrss` "
+          "starts at its parent's). `import torch` alone (this CUDA build of torch) is ~700 MB of it.", "",
           "| run | time (median) | images/s | peak RSS | RSS after imports | RSS after model build |",
           "|---|---:|---:|---:|---:|---:|"]
     for key, label in (("train-bf16", "training, `torch.autocast('cpu', dtype=torch.bfloat16)`"),
