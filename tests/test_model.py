@@ -61,9 +61,13 @@ def test_attention_rows_sum_to_one_and_shapes(tiny_model):
         assert att[f"decoder.layer{i}.image_cross_attn"].shape == (2, h, q, n)
         assert att[f"decoder.layer{i}.text_cross_attn"].shape == (2, h, q, t)
         assert att[f"decoder.layer{i}.self_attn"].shape == (2, h, q, q)
+    assert set(out["attentions_mean"]) == set(att)
     for name, a in att.items():
         torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)), msg=name)
-        torch.testing.assert_close(a.mean(1).sum(-1), torch.ones_like(a.mean(1).sum(-1)), msg=name)
+        mean = out["attentions_mean"][name]
+        assert mean.shape == a.shape[:1] + a.shape[2:]
+        torch.testing.assert_close(mean, a.mean(1), msg=name)
+        torch.testing.assert_close(mean.sum(-1), torch.ones_like(mean.sum(-1)), msg=name)
     # padding tokens of the shorter prompt get no attention
     pad = text["padding_mask"][0]
     assert pad.any()

@@ -26,8 +26,8 @@ class SamLiteModel(nn.Module):
     ``forward(pixel_values [B,3,S,S], prompts: list[str] of length B)`` returns a dict:
     ``pred_logits [B,K]`` match logits, ``pred_masks [B,K,S/4,S/4]`` mask logits, ``pred_boxes [B,K,4]`` normalised
     cxcywh, ``presence_logits [B]``, ``aux_outputs`` (the same keys for each earlier decoder layer) and, with
-    ``output_attentions=True``, ``attentions``: name -> weights [B,H,Lq,Lk] (rows sum to 1; ``.mean(1)`` averages
-    heads). In decoder attentions query row 0 is the presence token, rows 1..K the object queries.
+    ``output_attentions=True``, ``attentions``: name -> weights [B,H,Lq,Lk] per head (rows sum to 1) and
+    ``attentions_mean``: name -> [B,Lq,Lk], heads averaged. In decoder attentions query row 0 is the presence token, rows 1..K the object queries.
     """
 
     def __init__(self, config: SamLiteConfig | None = None, load_pretrained: bool = True) -> None:
@@ -104,6 +104,7 @@ class SamLiteModel(nn.Module):
                 for name, a in layer_attn.items():
                     attentions[f"decoder.layer{i}.{name}"] = a
             out["attentions"] = attentions
+            out["attentions_mean"] = {name: a.mean(1) for name, a in attentions.items()}  # heads averaged
             out["grid"] = (h, w)
         if prior_maps is not None:
             out["prior_maps"] = prior_maps
