@@ -33,7 +33,8 @@ class ClipSegBaselineConfig:
     """Configuration of :class:`ClipSegBaseline`. Masks come out at ``image_size // 4`` per side."""
 
     image_size: int = 256
-    d_model: int = 192  # ~2.0 M trainable parameters, like sam-lite base
+    d_model: int = 128  # width at stride 16 and 8 (CLIPSeg decodes at 64)
+    d_model_stride4: int = 64  # width of the stride-4 (mask resolution) blocks
     text_dim: int = 384
     max_text_tokens: int = 24
     # loss weights
@@ -51,7 +52,9 @@ class ClipSegBaselineConfig:
 
         need(isinstance(self.image_size, int) and self.image_size >= 32 and self.image_size % 32 == 0,
              f"image_size must be a multiple of 32 and >= 32, got {self.image_size!r}")
-        need(isinstance(self.d_model, int) and self.d_model > 0, f"d_model must be a positive int, got {self.d_model!r}")
+        for name in ("d_model", "d_model_stride4"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v > 0, f"{name} must be a positive int, got {v!r}")
         need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
         need(isinstance(self.max_text_tokens, int) and self.max_text_tokens >= 1,
              f"max_text_tokens must be an int >= 1, got {self.max_text_tokens!r}")
@@ -130,19 +133,23 @@ class ClipSegBaseline(nn.Module):
         self.backbone = EfficientNetLite0()
         if load_pretrained:
             self.backbone.load_state_dict(EfficientNetLite0.load_pretrained_state_dict(), strict=True)
+        self.backbone.to(memory_format=torch.channels_last)  # 2.5x faster depthwise convs on CPU, as in sam-lite
         self.backbone.requires_grad_(False)
         # the text encoder only reads max_text_tokens / freeze_text_encoder from its config
         self.text_encoder = TextEncoder(SamLiteConfig(max_text_tokens=config.max_text_tokens, freeze_text_encoder=True))
         self.text_mlp = nn.Sequential(nn.Linear(t, t), nn.GELU(), nn.Linear(t, t))
         self.proj16 = nn.Sequential(nn.Conv2d(112, d, 1), _norm(d))
         self.proj8 = nn.Sequential(nn.Conv2d(40, d, 1), _norm(d))
-        self.proj4 = nn.Sequential(nn.Conv2d(24, d, 1), _norm(d))
+        # stride 4 runs at a reduced width (CLIPSeg's reduce_dim): at full width it cost ~80 % of a training step
+        d4 = config.d_model_stride4
+        self.proj4 = nn.Sequential(nn.Conv2d(24, d4, 1), _norm(d4))
+        self.reduce8 = nn.Conv2d(d, d4, 1)
         self.film16 = FiLM(t, d)
         self.film8 = FiLM(t, d)
         self.block16 = _conv_block(d, d)
         self.block8 = _conv_block(d, d)
-        self.block4 = nn.Sequential(_conv_block(d, d), _conv_block(d, d))
-        self.mask_out = nn.Conv2d(d, 1, 1)
+        self.block4 = nn.Sequential(_conv_block(d4, d4), _conv_block(d4, d4))
+        self.mask_out = nn.Conv2d(d4, 1, 1)
         self.presence_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
         nn.init.constant_(self.mask_out.bias, -2.0)  # start close to "nothing here"
         self.train()
@@ -159,7 +166,8 @@ class ClipSegBaseline(nn.Module):
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must be [B, 3, S, S], got {tuple(pixel_values.shape)}")
         with torch.no_grad():
-            return self.backbone.forward_features(pixel_values, with_classifier=False)
+            x = pixel_values.float().contiguous(memory_format=torch.channels_last)
+            return {k: v.contiguous() for k, v in self.backbone.forward_features(x, with_classifier=False).items()}
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         """P prompts -> normalised MiniLM sentence embeddings [P, 384] (frozen, cached by the text encoder)."""
@@ -182,7 +190,8 @@ class ClipSegBaseline(nn.Module):
         x8 = self.film8(self.proj8(f8), s) + F.interpolate(x16, size=f8.shape[-2:], mode="bilinear",
                                                             align_corners=False)
         x8 = self.block8(x8)
-        x4 = self.proj4(f4) + F.interpolate(x8, size=f4.shape[-2:], mode="bilinear", align_corners=False)
+        x4 = self.proj4(f4) + F.interpolate(self.reduce8(x8), size=f4.shape[-2:], mode="bilinear",
+                                            align_corners=False)
         logits = self.mask_out(self.block4(x4))[:, 0]
         return {"semantic_logits": logits, "presence_logits": presence}
 

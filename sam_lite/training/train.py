@@ -211,10 +211,8 @@ def main(argv=None) -> Path:
             break
         t0 = time.time()
         with autocast:
-            if args.model == "sam_lite":
-                outputs = model(to_pixels(batch["images"]), batch["prompts"], batch["image_index"])
-            else:
-                outputs = model(to_pixels(batch["images"])[batch["image_index"]], batch["prompts"])
+            # one image-encoder pass per image; prompt i is paired with image image_index[i]
+            outputs = model(to_pixels(batch["images"]), batch["prompts"], batch["image_index"])
         if args.model == "sam_lite":
             losses = criterion(outputs, batch["targets"])
         else:
