@@ -145,3 +145,42 @@ def test_baseline_trains_with_the_same_script(data_dir, tmp_path):
             "--batch-size", "2", "--workers", "0", "--threads", "1"])
     assert [r["step"] for r in _log(out)] == [1, 2]
     assert ClipSegBaseline.from_pretrained(out / "final").config.image_size == 64
+
+
+def test_sigkill_mid_training_then_resume(data_dir, tmp_path):
+    """Kill -9 a run that saves every step (so the kill usually lands inside a save); the checkpoint left behind
+    loads, and --resume continues from its step with a log that has each step once."""
+    import signal
+    import time
+
+    from sam_lite import SamLiteModel
+    from sam_lite.training.train import STATE_NAME, find_resume_dir
+
+    out = tmp_path / "killed"
+    args = ["--data", data_dir, "--out", out, "--steps", 200, *COMMON]
+    args[args.index("--save-every") + 1] = "1"
+    proc = subprocess.Popen([sys.executable, "scripts/train.py", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "log.jsonl").is_file() and len((out / "log.jsonl").read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "final").exists()
+    resume_dir = find_resume_dir(out)
+    assert resume_dir is not None
+    SamLiteModel.from_pretrained(resume_dir)  # not torn: config and weights load and match
+    saved = torch.load(resume_dir / STATE_NAME, weights_only=True)["step"]
+    assert saved >= 4
+    _train(["--data", data_dir, "--out", out, "--steps", 200, *COMMON, "--resume", "--stop-after", saved + 2])
+    steps = [r["step"] for r in _log(out)]
+    assert steps == list(range(1, saved + 3))  # continued from the saved step; nothing repeated or lost
+    assert torch.load(out / "last" / STATE_NAME, weights_only=True)["step"] == saved + 2

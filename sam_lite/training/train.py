@@ -110,24 +110,42 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
 
 def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, total_steps: int, epoch: int,
                     batch_in_epoch: int, args) -> None:
-    """Atomic: everything goes to a temp dir that replaces ``last/`` by rename, so a kill never leaves it torn."""
-    tmp = out / "last.tmp"
-    if tmp.exists():
-        import shutil
+    """Atomic: everything goes to a temp dir that replaces ``last/`` by rename, so a kill never leaves it torn.
+    At every instant ``last/`` or (between the two renames) ``last.old/`` holds a complete checkpoint."""
+    import shutil
+
+    tmp, last, old = out / "last.tmp", out / "last", out / "last.old"
+    if tmp.exists():  # a kill during an earlier save left it half written
         shutil.rmtree(tmp)
+    if old.exists() and last.exists():  # a kill during an earlier clean-up
+        shutil.rmtree(old)
     model.save_pretrained(tmp)
     state = {"step": step, "total_steps": total_steps, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
              "args": json.dumps(vars(args))}
     torch.save(state, tmp / STATE_NAME)
-    last, old = out / "last", out / "last.old"
     if last.exists():
         last.rename(old)
     tmp.rename(last)
     if old.exists():
-        import shutil
         shutil.rmtree(old)
+
+
+def trim_log(log_path: Path, step: int) -> None:
+    """Drop the log records of steps after ``step`` (run after a kill, before they are trained again)."""
+    if not log_path.is_file():
+        return
+    keep = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):  # a line torn by the kill
+            continue
+    tmp = log_path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in keep))
+    tmp.replace(log_path)
 
 
 def find_resume_dir(out: Path) -> Path | None:
@@ -196,6 +214,8 @@ def main(argv=None) -> Path:
     model = DistributedDataParallel(model_core) if distributed else model_core
     model.train()
 
+    if rank == 0 and resume_dir is not None:
+        trim_log(out / "log.jsonl", step)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     t_start, seen, deadline, start_step = time.time(), 0, None, step
     if args.minutes is not None and total_steps is None:
