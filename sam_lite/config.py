@@ -41,6 +41,8 @@ class SamLiteConfig:
     dropout: float = 0.0
     # inference: default score threshold (match x presence), chosen on the validation split after training
     score_threshold: float = 0.5
+    # presence probability above which the concept counts as "in the image" (also chosen on validation)
+    presence_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,8 +69,9 @@ class SamLiteConfig:
         need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
-        need(isinstance(self.score_threshold, (int, float)) and 0.0 <= self.score_threshold <= 1.0,
-             f"score_threshold must be in [0, 1], got {self.score_threshold!r}")
+        for name in ("score_threshold", "presence_threshold"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and 0.0 <= v <= 1.0, f"{name} must be in [0, 1], got {v!r}")
         need(self.prior_temperature > 0, f"prior_temperature must be > 0, got {self.prior_temperature!r}")
 
     # --- presets and (de)serialisation -------------------------------------------------------------------------

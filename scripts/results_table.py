@@ -21,7 +21,7 @@ def table(path: str) -> str:
     d = json.loads(Path(path).read_text())
     lines = [f"`{path}` — checkpoint `{d.get('checkpoint')}`, split {d.get('split')}"
              f"{' (' + d['half'] + ' half)' if d.get('half') else ''}, {d.get('n_images')} images, score threshold "
-             f"{d.get('threshold')}", "",
+             f"{d.get('threshold')}, presence threshold {d.get('presence_threshold', d.get('threshold'))}", "",
              "| prompt type | " + " | ".join(c[1] for c in COLUMNS) + " |",
              "| --- |" + " ---: |" * len(COLUMNS)]
     for t in TYPES:

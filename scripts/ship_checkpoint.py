@@ -1,6 +1,7 @@
 """Copy a trained checkpoint into checkpoints/ as fp16 safetensors, optionally with a calibrated score threshold.
 
-    python scripts/ship_checkpoint.py runs/base30/final checkpoints/sam-lite-base --score-threshold 0.3
+    python scripts/ship_checkpoint.py runs/base30/final checkpoints/sam-lite-base --score-threshold 0.15 \
+        --presence-threshold 0.65
 """
 
 import argparse
@@ -18,12 +19,15 @@ def main(argv=None) -> None:
     p.add_argument("src", help="checkpoint directory written by training")
     p.add_argument("dst", help="where to write it (e.g. checkpoints/sam-lite-base)")
     p.add_argument("--score-threshold", type=float, default=None, help="threshold chosen on validation data")
+    p.add_argument("--presence-threshold", type=float, default=None, help="presence threshold chosen on validation")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     args = p.parse_args(argv)
     model = SamLiteModel.from_pretrained(args.src)
     if args.score_threshold is not None:
         model.config.score_threshold = args.score_threshold
-        model.config.validate()
+    if args.presence_threshold is not None:
+        model.config.presence_threshold = args.presence_threshold
+    model.config.validate()
     out = model.save_pretrained(args.dst, dtype=None if args.fp32 else torch.float16)
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2 ** 20
     print(f"wrote {out} ({size:.1f} MiB)")

@@ -45,7 +45,7 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def evaluate(predictor, coco, samples: Sequence, score_threshold: float = 0.5, calibrate: bool = False,
-             thresholds: Sequence[float] = DEFAULT_THRESHOLDS, ap_min_score: float = 0.05, compute_ap: bool = True,
+             presence_threshold: float | None = None, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, ap_min_score: float = 0.05, compute_ap: bool = True,
              progress: bool = True, warmup: bool = True) -> dict[str, Any]:
     """Run ``predictor`` on every sample and return the metrics.
 
@@ -53,7 +53,8 @@ def evaluate(predictor, coco, samples: Sequence, score_threshold: float = 0.5, c
     ``PredictionResult``; coco: has ``instance_masks(sample)`` (bool [N, H, W] at the original size); samples:
     ``EvalSample`` s (image_id, file_path, prompt, prompt_type, ann_ids).
 
-    Returns ``{"threshold", "metrics": {prompt type -> metrics}, "latency_ms": {...}, "n_images", "n_samples"}`` and,
+    ``presence_threshold`` (default: ``score_threshold``) is where presence accuracy splits "present" from
+    "absent". Returns ``{"threshold", "presence_threshold", "metrics": {prompt type -> metrics}, "latency_ms": {...}, "n_images", "n_samples"}`` and,
     with ``calibrate``, ``"calibration"``: the grid threshold maximising gIoU and the one maximising presence
     accuracy, their curves, and the metrics at the best-gIoU threshold. ``warmup`` runs the first image once
     before timing (so one-off initialisation does not count as latency).
@@ -93,10 +94,11 @@ def evaluate(predictor, coco, samples: Sequence, score_threshold: float = 0.5, c
 
     out: dict[str, Any] = {
         "threshold": float(score_threshold),
+        "presence_threshold": float(score_threshold if presence_threshold is None else presence_threshold),
         "ap_min_score": float(ap_min_score) if compute_ap else None,
         "n_images": len(groups),
         "n_samples": len(metrics),
-        "metrics": metrics.compute(score_threshold),
+        "metrics": metrics.compute(score_threshold, presence_threshold),
         "latency_ms": {
             "set_image": _summary(set_image_ms),
             "predict_per_image": _summary(predict_ms),
@@ -110,7 +112,7 @@ def evaluate(predictor, coco, samples: Sequence, score_threshold: float = 0.5, c
     if calibrate and len(metrics):
         g = metrics.calibrate("gIoU")
         p = metrics.calibrate("presence_acc")
-        at_best = metrics.compute(g["threshold"], with_ap=False)
+        at_best = metrics.compute(g["threshold"], presence_threshold, with_ap=False)
         for k, v in at_best.items():  # AP does not depend on the threshold
             v.update({m: out["metrics"][k].get(m) for m in ("AP", "AP50", "AP75") if m in out["metrics"][k]})
         out["calibration"] = {"grid": [float(t) for t in thresholds], "best_gIoU": g, "best_presence_acc": p,
@@ -157,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--split", default="val", choices=["val", "train", "all"])
     ap.add_argument("--threshold", type=float, default=None,
                     help="score threshold of reported metrics (default: the checkpoint's calibrated threshold)")
+    ap.add_argument("--presence-threshold", type=float, default=None,
+                    help="presence probability counted as 'present' in presence accuracy (default: the "
+                         "checkpoint's calibrated presence_threshold)")
     ap.add_argument("--calibrate", action="store_true",
                     help="also find the threshold maximising gIoU / presence accuracy over 0.05..0.95")
     ap.add_argument("--out", default="results.json", help="write the metrics here as JSON")
@@ -186,9 +191,11 @@ def load_predictor(checkpoint: str | Path, baseline: bool = False):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
-        return 2
+    for name in ("threshold", "presence_threshold"):
+        v = getattr(args, name)
+        if v is not None and not 0.0 <= v <= 1.0:
+            print(f"error: --{name.replace('_', '-')} must be in [0, 1], got {v}", file=sys.stderr)
+            return 2
     if args.max_images is not None and args.max_images < 1:
         print(f"error: --max-images must be >= 1, got {args.max_images}", file=sys.stderr)
         return 2
@@ -202,9 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    config = getattr(getattr(predictor, "model", None), "config", None)
     if args.threshold is None:
-        args.threshold = float(getattr(getattr(predictor, "model", None) and predictor.model.config,
-                                       "score_threshold", 0.5))
+        args.threshold = float(getattr(config, "score_threshold", 0.5))
+    if args.presence_threshold is None:
+        args.presence_threshold = float(getattr(config, "presence_threshold", 0.5))
     image_ids = coco.split(args.split)
     if args.half is not None:
         mid = len(image_ids) // 2
@@ -220,12 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({', '.join(f'{k} {v}' for k, v in counts.items() if v)}) from {args.data} [{args.split}]")
     t0 = time.perf_counter()
     result = evaluate(predictor, coco, samples, score_threshold=args.threshold, calibrate=args.calibrate,
+                      presence_threshold=args.presence_threshold,
                       ap_min_score=args.ap_min_score, compute_ap=not args.no_ap, progress=not args.quiet)
     result.update({"checkpoint": str(args.checkpoint), "model_type": "clipseg_baseline"
                    if type(predictor).__name__ == "BaselinePredictor" else "sam_lite",
                    "data": str(args.data), "split": args.split, "max_images": args.max_images, "half": args.half, "seed": args.seed,
                    "wall_s": time.perf_counter() - t0})
-    print(f"\nmetrics at score threshold {args.threshold:g}:")
+    print(f"\nmetrics at score threshold {args.threshold:g} (presence threshold {args.presence_threshold:g}):")
     print(format_table(result["metrics"]))
     lat = result["latency_ms"]
     print(f"\nlatency: {lat['total_per_image']['mean']:.0f} ms/image (set_image {lat['set_image']['mean']:.0f} ms, "
