@@ -29,6 +29,9 @@ class SamLiteConfig:
     # ImageNet prior: Lite0's own classifier applied per location, weighted by the prompt's similarity to class names
     use_imagenet_prior: bool = True
     prior_temperature: float = 0.1
+    # 0: the prior comes from the model's own backbone pass; N > image_size: a second pass at N px for the prior
+    # only (sharper, more local class maps: quality for latency, see docs/experiments.md)
+    prior_image_size: int = 0
     # text encoder
     text_dim: int = 384
     max_text_tokens: int = 24
@@ -72,6 +75,9 @@ class SamLiteConfig:
         for name in ("score_threshold", "presence_threshold"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and 0.0 <= v <= 1.0, f"{name} must be in [0, 1], got {v!r}")
+        need(isinstance(self.prior_image_size, int) and (self.prior_image_size == 0 or (
+            self.prior_image_size % 32 == 0 and self.prior_image_size > self.image_size)),
+             f"prior_image_size must be 0 or a multiple of 32 above image_size, got {self.prior_image_size!r}")
         need(self.prior_temperature > 0, f"prior_temperature must be > 0, got {self.prior_temperature!r}")
 
     # --- presets and (de)serialisation -------------------------------------------------------------------------

@@ -43,6 +43,9 @@ class SamLitePredictor:
     def __init__(self, model: SamLiteModel, processor: SamLiteProcessor | None = None) -> None:
         self.model = model.eval()
         self.processor = processor or SamLiteProcessor.from_config(model.config)
+        # the ImageNet prior may look at the photo at a higher resolution than the rest of the model
+        size = model.config.prior_image_size if model.config.use_imagenet_prior else 0
+        self.prior_processor = SamLiteProcessor(size) if size else None
         self.reset_image()
 
     @classmethod
@@ -53,6 +56,7 @@ class SamLitePredictor:
     def reset_image(self) -> None:
         self._embedding: dict | None = None
         self._pixel_values: Tensor | None = None
+        self._prior_pixel_values: Tensor | None = None
         self._meta: ImageMeta | None = None
         self._image = None
 
@@ -72,8 +76,10 @@ class SamLitePredictor:
         pixel_values, meta = self.processor.preprocess(pil)
         # a huge photo was downscaled for the model; masks and boxes still come back at the size the user gave
         meta.original_size = pil.info.get(ORIGINAL_SIZE_KEY, meta.original_size)
-        self._embedding = self.model.encode_image(pixel_values)
-        self._pixel_values, self._meta, self._image = pixel_values, meta, pil
+        prior_pixel_values = self.prior_processor.preprocess(pil)[0] if self.prior_processor else None
+        self._embedding = self.model.encode_image(pixel_values, prior_pixel_values=prior_pixel_values)
+        self._pixel_values, self._prior_pixel_values, self._meta, self._image = (pixel_values, prior_pixel_values,
+                                                                                 meta, pil)
 
     @torch.inference_mode()
     def predict(self, prompt: str | list[str], score_threshold: float | None = None, return_attention: bool = False,
@@ -95,7 +101,8 @@ class SamLitePredictor:
         text = self.model.encode_text(prompts)
         if return_attention and not self._embedding["attentions"]:
             # the encoder's self-attention weights are only materialised when someone wants to look at them
-            self._embedding = self.model.encode_image(self._pixel_values, output_attentions=True)
+            self._embedding = self.model.encode_image(self._pixel_values, output_attentions=True,
+                                                      prior_pixel_values=self._prior_pixel_values)
         emb = self._embedding
         out = self.model.decode(emb, text, image_index=torch.zeros(len(prompts), dtype=torch.long),
                                 output_attentions=return_attention)

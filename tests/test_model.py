@@ -240,3 +240,25 @@ def test_prompt_cache_reused(predictor):
     cached = enc._cache["zebra crossing"][0]
     again = enc.forward(["zebra crossing"])["features"][0]
     assert torch.equal(again[: cached.shape[0]], cached)
+
+
+def test_prior_from_a_higher_resolution_pass(tiny_model):
+    """prior_image_size: the ImageNet prior comes from a second backbone pass at that size; the predictor feeds it
+    the photo resized to that size (not an upsampled copy of the model input)."""
+    cfg = SamLiteConfig.from_preset("tiny", prior_image_size=128)
+    model = SamLiteModel(cfg).eval()
+    model.load_state_dict(tiny_model.state_dict())  # same weights; only the prior's input differs
+    s = cfg.image_size
+    x = torch.randn(1, 3, s, s)
+    with torch.no_grad():
+        emb = model.encode_image(x)
+        assert emb["class_logits"].shape[-2:] == (128 // 32, 128 // 32)
+        base = tiny_model.encode_image(x)
+        torch.testing.assert_close(emb["tokens"], base["tokens"])  # the main pass is unchanged
+    predictor = SamLitePredictor(model)
+    predictor.set_image(Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 70, 3), dtype=np.uint8)))
+    assert predictor._prior_pixel_values.shape == (1, 3, 128, 128)
+    r = predictor.predict("dog", score_threshold=0.0)
+    assert r.masks.shape[-2:] == (90, 70)
+    with pytest.raises(ValueError, match="prior_image_size"):
+        SamLiteConfig.from_preset("tiny", prior_image_size=48)

@@ -175,15 +175,26 @@ class ImageEncoder(nn.Module):
                 m.eval()
         return self
 
-    def forward(self, pixel_values: Tensor, output_attentions: bool = False) -> dict[str, Tensor | list | tuple]:
-        """Returns tokens [B,N,D] (N = h*w, stride 16), pos [N,D], grid (h, w), pixel_features [B,D,S/4,S/4] (FPN
+    def forward(self, pixel_values: Tensor, output_attentions: bool = False,
+                prior_pixel_values: Tensor | None = None) -> dict[str, Tensor | list | tuple]:
+        """``prior_pixel_values`` [B,3,P,P]: the same images at ``config.prior_image_size`` for the ImageNet prior
+        (default: ``pixel_values`` upsampled). Returns tokens [B,N,D] (N = h*w, stride 16), pos [N,D], grid (h, w), pixel_features [B,D,S/4,S/4] (FPN
         before the mask projection), class_logits [B,1000,S/32,S/32] or None, attentions: list of [B,H,N,N]."""
         # The conv stem runs in fp32 and channels-last: on CPU that is ~2.5x faster than NCHW, and bf16 autocast
         # makes depthwise convolutions ~20x slower. No graph is kept for the frozen stages.
         trainable = self.config.backbone_trainable_from < 7
+        use_prior, prior_size = self.config.use_imagenet_prior, self.config.prior_image_size
         with torch.autocast("cpu", enabled=False), torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             x = pixel_values.float().contiguous(memory_format=torch.channels_last)
-            feats = self.backbone.forward_features(x, with_classifier=self.config.use_imagenet_prior)
+            feats = self.backbone.forward_features(x, with_classifier=use_prior and not prior_size)
+        if use_prior and prior_size:
+            with torch.autocast("cpu", enabled=False), torch.no_grad():
+                xp = prior_pixel_values
+                if xp is None:
+                    xp = F.interpolate(pixel_values.float(), size=(prior_size, prior_size), mode="bilinear",
+                                       align_corners=False)
+                xp = xp.float().contiguous(memory_format=torch.channels_last)
+                feats["class_logits"] = self.backbone.forward_features(xp, with_classifier=True)["class_logits"]
         x = self.patch_proj(feats["f16"])
         b, d, h, w = x.shape
         pos = sine_position_encoding_2d(h, w, d, device=x.device, dtype=x.dtype)

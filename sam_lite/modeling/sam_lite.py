@@ -52,9 +52,12 @@ class SamLiteModel(nn.Module):
         self.image_encoder.freeze_backbone()
 
     # ---------------------------------------------------------------------------------------------------------
-    def encode_image(self, pixel_values: Tensor, output_attentions: bool = False) -> dict:
-        """pixel_values [B,3,S,S] -> the prompt-independent image embedding (what the predictor caches)."""
-        return self.image_encoder(pixel_values, output_attentions=output_attentions)
+    def encode_image(self, pixel_values: Tensor, output_attentions: bool = False,
+                     prior_pixel_values: Tensor | None = None) -> dict:
+        """pixel_values [B,3,S,S] -> the prompt-independent image embedding (what the predictor caches).
+        ``prior_pixel_values`` [B,3,P,P]: the images at ``config.prior_image_size``, if that is set."""
+        return self.image_encoder(pixel_values, output_attentions=output_attentions,
+                                  prior_pixel_values=prior_pixel_values)
 
     def encode_text(self, prompts: list[str]) -> dict[str, Tensor]:
         """P prompts -> features [P,T,384], padding_mask [P,T], sentence [P,384] (cached when frozen)."""

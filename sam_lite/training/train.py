@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="exact number of optimiser steps")
     p.add_argument("--batch-size", type=int, default=16, help="images per step (per process)")
     p.add_argument("--prompts-per-image", type=int, default=4)
+    p.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 1.6), metavar=("MIN", "MAX"),
+                   help="large-scale jitter: resize factor range relative to the model's input size")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-steps", type=int, default=50)
@@ -64,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give exactly one of --minutes, --epochs, --steps")
     if args.batch_size < 1 or args.prompts_per_image < 1:
         p.error("--batch-size and --prompts-per-image must be >= 1")
+    if not 0 < args.scale_range[0] <= args.scale_range[1]:
+        p.error(f"--scale-range needs 0 < MIN <= MAX, got {args.scale_range}")
     return args
 
 
@@ -175,7 +179,8 @@ def main(argv=None) -> Path:
     train_ids = coco.split("train")[: args.max_images]
     model_core = build_model(args)
     dataset = ConceptSegmentationDataset(coco, train_ids, model_core.config.image_size,
-                                         prompts_per_image=args.prompts_per_image, seed=args.seed)
+                                         prompts_per_image=args.prompts_per_image, seed=args.seed,
+                                         scale_range=tuple(args.scale_range))
     per_epoch = max(1, len(train_ids) // (args.batch_size * world))
 
     # --- model, optimiser, schedule ---

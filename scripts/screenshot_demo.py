@@ -1,0 +1,71 @@
+"""Screenshot the demo (docs/demo.png) with the shipped checkpoint: headless Chromium driven by Playwright.
+
+    python scripts/screenshot_demo.py --prompt "dog, toilet" --image examples/two_dogs.jpg --out docs/demo.png
+"""
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--image", default=str(REPO / "examples" / "two_dogs.jpg"))
+    ap.add_argument("--prompt", default="dog")
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
+    ap.add_argument("--out", default=str(REPO / "docs" / "demo.png"))
+    ap.add_argument("--tab", default="Segment", choices=["Segment", "Attention"])
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port)]
+    if args.checkpoint:
+        cmd += ["--checkpoint", args.checkpoint]
+    server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(120_000)
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_label("What to segment").wait_for()
+            page.locator("input[type=file]").first.set_input_files(args.image)
+            page.get_by_label("What to segment").fill(args.prompt)
+            page.get_by_role("button", name="Segment").click()
+            page.locator("#summary").get_by_text("presence").first.wait_for()
+            if args.tab == "Attention":
+                page.get_by_role("tab", name="Attention").click()
+                page.locator("#attn-gallery img").first.wait_for()
+            time.sleep(2)  # let images finish rendering
+            page.screenshot(path=args.out, full_page=True)
+            browser.close()
+        print(f"wrote {args.out}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
