@@ -46,6 +46,9 @@ class SamLiteConfig:
     score_threshold: float = 0.5
     # presence probability above which the concept counts as "in the image" (also chosen on validation)
     presence_threshold: float = 0.5
+    # inference: also multiply each score by the query's mean mask probability inside its own mask (Mask2Former's
+    # instance inference), so that queries with diffuse, unsure masks rank below confident ones
+    mask_rescoring: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -72,6 +75,8 @@ class SamLiteConfig:
         need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("use_imagenet_prior", "freeze_text_encoder", "mask_rescoring"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("score_threshold", "presence_threshold"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and 0.0 <= v <= 1.0, f"{name} must be in [0, 1], got {v!r}")

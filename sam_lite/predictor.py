@@ -32,6 +32,13 @@ class PredictionResult:
                                "area": int(m.sum())} for s, b, m in zip(self.scores, self.boxes, self.masks)]}
 
 
+def mask_confidence(mask_logits: Tensor, mask_threshold: float = 0.0) -> Tensor:
+    """[..., h, w] logits -> [...]: mean probability inside the mask (0 for an empty mask), as in Mask2Former."""
+    prob = mask_logits.sigmoid().flatten(-2)
+    inside = (mask_logits > mask_threshold).flatten(-2).float()
+    return (prob * inside).sum(-1) / inside.sum(-1).clamp(min=1.0)
+
+
 class SamLitePredictor:
     """Thin wrapper in the style of ``SamPredictor``::
 
@@ -108,6 +115,8 @@ class SamLitePredictor:
                                 output_attentions=return_attention)
         presence = out["presence_logits"].float().sigmoid()
         scores = out["pred_logits"].float().sigmoid() * presence[:, None]
+        if self.model.config.mask_rescoring:
+            scores = scores * mask_confidence(out["pred_masks"].float(), mask_threshold)
         results = []
         for i, p in enumerate(prompts):
             keep = (scores[i] >= score_threshold).nonzero()[:, 0]

@@ -20,6 +20,8 @@ def main(argv=None) -> None:
     p.add_argument("dst", help="where to write it (e.g. checkpoints/sam-lite-base)")
     p.add_argument("--score-threshold", type=float, default=None, help="threshold chosen on validation data")
     p.add_argument("--presence-threshold", type=float, default=None, help="presence threshold chosen on validation")
+    p.add_argument("--mask-rescoring", choices=["on", "off"], default=None,
+                   help="score x mean mask probability (Mask2Former); calibrate the thresholds with the same setting")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     args = p.parse_args(argv)
     model = SamLiteModel.from_pretrained(args.src)
@@ -27,6 +29,8 @@ def main(argv=None) -> None:
         model.config.score_threshold = args.score_threshold
     if args.presence_threshold is not None:
         model.config.presence_threshold = args.presence_threshold
+    if args.mask_rescoring is not None:
+        model.config.mask_rescoring = args.mask_rescoring == "on"
     model.config.validate()
     out = model.save_pretrained(args.dst, dtype=None if args.fp32 else torch.float16)
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2 ** 20

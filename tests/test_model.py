@@ -262,3 +262,26 @@ def test_prior_from_a_higher_resolution_pass(tiny_model):
     assert r.masks.shape[-2:] == (90, 70)
     with pytest.raises(ValueError, match="prior_image_size"):
         SamLiteConfig.from_preset("tiny", prior_image_size=48)
+
+
+def test_mask_rescoring(tiny_model):
+    from sam_lite.predictor import mask_confidence
+
+    logits = torch.tensor([[[4.0, 4.0], [-4.0, -4.0]], [[-1.0, -1.0], [-1.0, -1.0]]])
+    conf = mask_confidence(logits)
+    assert conf[0] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item())  # mean probability inside the mask
+    assert conf[1] == 0.0  # an empty mask has no confidence
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    plain = SamLitePredictor(tiny_model)
+    plain.set_image(image)
+    a = plain.predict("dog", score_threshold=0.0, nms_iou=1.0)
+    cfg = SamLiteConfig.from_dict({**tiny_model.config.to_dict(), "mask_rescoring": True})
+    model = SamLiteModel(cfg).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    rescored = SamLitePredictor(model)
+    rescored.set_image(image)
+    b = rescored.predict("dog", score_threshold=0.0, nms_iou=1.0)
+    assert len(b) == len(a) and (b.scores <= a.scores.max() + 1e-6).all()
+    assert b.scores.max() < a.scores.max()  # every mask probability is below 1
+    with pytest.raises(ValueError, match="mask_rescoring"):
+        SamLiteConfig.from_preset("tiny", mask_rescoring="yes")
