@@ -897,14 +897,15 @@ def render_md(R: dict, notes: str) -> str:
           "set_image (5 calls):", "", "```", ours["top_ops_set_image"], "```", "",
           "predict, new prompt (10 calls):", "", "```", ours["top_ops_predict"], "```", "", "</details>"]
 
-    L += ["", "## Input size: latency (quality to be added from the eval script)", "",
+    L += ["", "## Input size: latency", "",
           "The same weights, with the processor resizing to each size (stride-16 token grid and stride-4 masks scale "
           "with it). Medians of " + str(ours["image_sizes"][0]["set_image"]["runs"] if ours["image_sizes"] else 0)
-          + " runs.", "", "| image size | set_image | new prompt | image -> masks | quality (eval) |",
-          "|---:|---:|---:|---:|---|"]
+          + " runs. Validation quality at each size (and with a sharper ImageNet prior): docs/experiments.md, "
+          "\"Quality vs latency\".", "", "| image size | set_image | new prompt | image -> masks |",
+          "|---:|---:|---:|---:|"]
     for s in ours["image_sizes"]:
         L.append(f"| {s['image_size']} | {fmt_ms(s['set_image']['median_ms'])} | "
-                 f"{fmt_ms(s['predict_new_prompt']['median_ms'])} | {fmt_ms(s['end_to_end']['median_ms'])} | |")
+                 f"{fmt_ms(s['predict_new_prompt']['median_ms'])} | {fmt_ms(s['end_to_end']['median_ms'])} |")
     L += ["", "## Notes", "", "<!-- notes:begin -->", notes.strip() or "(none yet)", "<!-- notes:end -->", ""]
     return "\n".join(L)
 
