@@ -127,6 +127,9 @@ class SamLitePredictor:
             if max_instances is not None:
                 order = order[:max_instances]
             masks = self.processor.postprocess_masks(out["pred_masks"][i, order], self._meta) > mask_threshold
+            # a blob of a few low-resolution cells can vanish when upsampled to a small photo: never return it
+            visible = masks.flatten(1).any(1)
+            order, masks = order[visible], masks[visible]
             head_boxes = self.processor.postprocess_boxes(out["pred_boxes"][i, order], self._meta)
             attention = None
             if return_attention:

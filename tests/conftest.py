@@ -10,8 +10,12 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     """A 'tiny' preset SamLiteModel with random heads (real pretrained backbones), saved once per session."""
     from sam_lite import SamLiteConfig, SamLiteModel
 
+    import torch
+
     directory = tmp_path_factory.mktemp("sam-lite-tiny")
-    SamLiteModel(SamLiteConfig.from_preset("tiny")).save_pretrained(directory)
+    with torch.random.fork_rng():  # the same random heads whatever ran before (tests count on its outputs)
+        torch.manual_seed(0)
+        SamLiteModel(SamLiteConfig.from_preset("tiny")).save_pretrained(directory)
     return directory
 
 

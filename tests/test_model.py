@@ -285,3 +285,24 @@ def test_mask_rescoring(tiny_model):
     assert b.scores.max() < a.scores.max()  # every mask probability is below 1
     with pytest.raises(ValueError, match="mask_rescoring"):
         SamLiteConfig.from_preset("tiny", mask_rescoring="yes")
+
+
+def test_no_empty_masks_after_upsampling(tiny_model, monkeypatch):
+    """A query whose mask is one weak low-resolution cell passes the low-resolution checks but vanishes when resized
+    to a small photo: it must not come back as an empty mask."""
+    predictor = SamLitePredictor(tiny_model)
+    predictor.set_image(Image.fromarray(np.full((15, 20, 3), 128, dtype=np.uint8)))
+    decode = tiny_model.decode
+
+    def crafted(*args, **kwargs):
+        out = decode(*args, **kwargs)
+        m = torch.full_like(out["pred_masks"], -20.0)
+        m[:, 0] = 20.0  # query 0: the whole image
+        m[:, 1, 5, 5] = 0.01  # query 1: a single, barely positive cell
+        out["pred_masks"], out["pred_logits"] = m, torch.full_like(out["pred_logits"], 5.0)
+        return out
+
+    monkeypatch.setattr(tiny_model, "decode", crafted)
+    r = predictor.predict("dog", score_threshold=0.0, nms_iou=1.0)
+    assert r.masks.shape == (1, 15, 20) and r.masks.all()
+    assert len(r.scores) == len(r.boxes) == 1

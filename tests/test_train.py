@@ -184,3 +184,14 @@ def test_sigkill_mid_training_then_resume(data_dir, tmp_path):
     steps = [r["step"] for r in _log(out)]
     assert steps == list(range(1, saved + 3))  # continued from the saved step; nothing repeated or lost
     assert torch.load(out / "last" / STATE_NAME, weights_only=True)["step"] == saved + 2
+
+
+def test_criterion_can_leave_negative_prompts_to_presence():
+    out = _outputs(2, 4, requires_grad=True)
+    empty = {"masks": torch.zeros(0, 8, 8, dtype=torch.bool), "boxes": torch.zeros(0, 4)}
+    full = {"masks": torch.ones(1, 8, 8, dtype=torch.bool), "boxes": torch.tensor([[0.5, 0.5, 1.0, 1.0]])}
+    losses = SetCriterion(match_loss_on_negatives=False)(out, [empty, full])
+    losses["loss"].backward()
+    assert (out["pred_logits"].grad[0] == 0).all()  # the absent concept's queries are left alone
+    assert (out["pred_logits"].grad[1] != 0).any()
+    assert (out["presence_logits"].grad != 0).all()  # presence still learns "absent" and "present"

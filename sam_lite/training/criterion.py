@@ -27,11 +27,14 @@ def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 class SetCriterion(nn.Module):
     def __init__(self, matcher: HungarianMatcher | None = None, weight_dict: dict[str, float] | None = None,
-                 focal_alpha: float = 0.25) -> None:
+                 focal_alpha: float = 0.25, match_loss_on_negatives: bool = True) -> None:
+        """``match_loss_on_negatives=False`` leaves the queries of absent-concept prompts unsupervised (SAM 3's
+        decoupling: presence alone says "not here", the queries only learn to tell instances apart)."""
         super().__init__()
         self.matcher = matcher or HungarianMatcher()
         self.weight_dict = dict(weight_dict or DEFAULT_WEIGHTS)
         self.focal_alpha = focal_alpha
+        self.match_loss_on_negatives = match_loss_on_negatives
 
     def _losses(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], num_instances: float
                 ) -> dict[str, Tensor]:
@@ -41,7 +44,11 @@ class SetCriterion(nn.Module):
         q_idx = torch.cat([src for src, _ in indices])
         cls_target = torch.zeros_like(logits)
         cls_target[b_idx, q_idx] = 1.0
-        loss_ce = sigmoid_focal_loss(logits, cls_target, alpha=self.focal_alpha, reduction="sum") / num_instances
+        loss_ce = sigmoid_focal_loss(logits, cls_target, alpha=self.focal_alpha, reduction="none")
+        if not self.match_loss_on_negatives:
+            has_instances = torch.tensor([t["boxes"].shape[0] > 0 for t in targets], device=logits.device)
+            loss_ce = loss_ce * has_instances[:, None]
+        loss_ce = loss_ce.sum() / num_instances
 
         pm = outputs["pred_masks"].float()
         size = pm.shape[-2:]

@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="exact number of optimiser steps")
     p.add_argument("--batch-size", type=int, default=16, help="images per step (per process)")
     p.add_argument("--prompts-per-image", type=int, default=4)
+    p.add_argument("--match-loss-on-negatives", choices=["on", "off"], default="on",
+                   help="off: queries of absent-concept prompts get no match loss, presence alone learns absence")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 1.6), metavar=("MIN", "MAX"),
                    help="large-scale jitter: resize factor range relative to the model's input size")
     p.add_argument("--lr", type=float, default=3e-4)
@@ -189,7 +191,8 @@ def main(argv=None) -> Path:
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    criterion = SetCriterion() if args.model == "sam_lite" else None
+    criterion = (SetCriterion(match_loss_on_negatives=args.match_loss_on_negatives == "on")
+                 if args.model == "sam_lite" else None)
     step, epoch, batch_in_epoch, total_steps = 0, 0, 0, None
     if args.steps is not None:
         total_steps = args.steps
