@@ -64,7 +64,8 @@ def collect(predictor: SamLitePredictor, coco: CocoConcepts, image_ids: list[int
             masks = (predictor.processor.postprocess_masks(out["pred_masks"][i], predictor._meta) > 0).numpy()
             semantic = (predictor.processor.postprocess_masks(out["pred_semantic"][i][None], predictor._meta)[0]
                         > 0).numpy()
-            match, presence = out["pred_logits"][i].float().sigmoid().numpy(), float(out["presence_logits"][i].sigmoid())
+            match = out["pred_logits"][i].float().sigmoid().numpy()
+            presence = float(out["presence_logits"][i].sigmoid())
             recs.append({"half": half_of[iid], "type": s.prompt_type,
                          "rules": {k: iou(f(masks, match, presence, semantic), gt) for k, f in rule_fns.items()},
                          "oracle": max(iou(q, gt) for q in masks) if gt is not None else None,

@@ -8,9 +8,9 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A 'tiny' preset SamLiteModel with random heads (real pretrained backbones), saved once per session."""
-    from sam_lite import SamLiteConfig, SamLiteModel
-
     import torch
+
+    from sam_lite import SamLiteConfig, SamLiteModel
 
     directory = tmp_path_factory.mktemp("sam-lite-tiny")
     with torch.random.fork_rng():  # the same random heads whatever ran before (tests count on its outputs)

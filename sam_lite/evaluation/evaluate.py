@@ -45,8 +45,9 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def evaluate(predictor, coco, samples: Sequence, score_threshold: float = 0.5, calibrate: bool = False,
-             presence_threshold: float | None = None, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, ap_min_score: float = 0.05, compute_ap: bool = True,
-             progress: bool = True, warmup: bool = True) -> dict[str, Any]:
+             presence_threshold: float | None = None, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+             ap_min_score: float = 0.05, compute_ap: bool = True, progress: bool = True,
+             warmup: bool = True) -> dict[str, Any]:
     """Run ``predictor`` on every sample and return the metrics.
 
     predictor: ``set_image(path)`` and ``predict(list_of_prompts, score_threshold=t)`` -> list of
@@ -54,7 +55,8 @@ def evaluate(predictor, coco, samples: Sequence, score_threshold: float = 0.5, c
     ``EvalSample`` s (image_id, file_path, prompt, prompt_type, ann_ids).
 
     ``presence_threshold`` (default: ``score_threshold``) is where presence accuracy splits "present" from
-    "absent". Returns ``{"threshold", "presence_threshold", "metrics": {prompt type -> metrics}, "latency_ms": {...}, "n_images", "n_samples"}`` and,
+    "absent". Returns ``{"threshold", "presence_threshold", "metrics": {prompt type -> metrics},
+    "latency_ms": {...}, "n_images", "n_samples"}`` and,
     with ``calibrate``, ``"calibration"``: the grid threshold maximising gIoU and the one maximising presence
     accuracy, their curves, and the metrics at the best-gIoU threshold. ``warmup`` runs the first image once
     before timing (so one-off initialisation does not count as latency).

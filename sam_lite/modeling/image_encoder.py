@@ -175,26 +175,28 @@ class ImageEncoder(nn.Module):
                 m.eval()
         return self
 
+    def _backbone(self, pixel_values: Tensor, with_classifier: bool, grad: bool) -> dict[str, Tensor]:
+        # The conv stem runs in fp32 and channels-last: on CPU that is ~2.5x faster than NCHW, and bf16 autocast
+        # makes depthwise convolutions ~20x slower. No graph is kept for the frozen stages.
+        with torch.autocast("cpu", enabled=False), torch.set_grad_enabled(grad):
+            x = pixel_values.float().contiguous(memory_format=torch.channels_last)
+            return self.backbone.forward_features(x, with_classifier=with_classifier)
+
     def forward(self, pixel_values: Tensor, output_attentions: bool = False,
                 prior_pixel_values: Tensor | None = None) -> dict[str, Tensor | list | tuple]:
         """``prior_pixel_values`` [B,3,P,P]: the same images at ``config.prior_image_size`` for the ImageNet prior
-        (default: ``pixel_values`` upsampled). Returns tokens [B,N,D] (N = h*w, stride 16), pos [N,D], grid (h, w), pixel_features [B,D,S/4,S/4] (FPN
-        before the mask projection), class_logits [B,1000,S/32,S/32] or None, attentions: list of [B,H,N,N]."""
-        # The conv stem runs in fp32 and channels-last: on CPU that is ~2.5x faster than NCHW, and bf16 autocast
-        # makes depthwise convolutions ~20x slower. No graph is kept for the frozen stages.
+        (default: ``pixel_values`` upsampled). Returns tokens [B,N,D] (N = h*w, stride 16), pos [N,D], grid (h, w),
+        pixel_features [B,D,S/4,S/4] (FPN before the mask projection), class_logits [B,1000,S/32,S/32] or None,
+        attentions: list of [B,H,N,N]."""
         trainable = self.config.backbone_trainable_from < 7
         use_prior, prior_size = self.config.use_imagenet_prior, self.config.prior_image_size
-        with torch.autocast("cpu", enabled=False), torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
-            x = pixel_values.float().contiguous(memory_format=torch.channels_last)
-            feats = self.backbone.forward_features(x, with_classifier=use_prior and not prior_size)
-        if use_prior and prior_size:
-            with torch.autocast("cpu", enabled=False), torch.no_grad():
-                xp = prior_pixel_values
-                if xp is None:
-                    xp = F.interpolate(pixel_values.float(), size=(prior_size, prior_size), mode="bilinear",
-                                       align_corners=False)
-                xp = xp.float().contiguous(memory_format=torch.channels_last)
-                feats["class_logits"] = self.backbone.forward_features(xp, with_classifier=True)["class_logits"]
+        feats = self._backbone(pixel_values, with_classifier=use_prior and not prior_size,
+                               grad=torch.is_grad_enabled() and trainable)
+        if use_prior and prior_size:  # a second, higher-resolution pass for the prior only
+            if prior_pixel_values is None:
+                prior_pixel_values = F.interpolate(pixel_values.float(), size=(prior_size, prior_size),
+                                                   mode="bilinear", align_corners=False)
+            feats["class_logits"] = self._backbone(prior_pixel_values, with_classifier=True, grad=False)["class_logits"]
         x = self.patch_proj(feats["f16"])
         b, d, h, w = x.shape
         pos = sine_position_encoding_2d(h, w, d, device=x.device, dtype=x.dtype)

@@ -27,7 +27,8 @@ class SamLiteModel(nn.Module):
     ``pred_logits [B,K]`` match logits, ``pred_masks [B,K,S/4,S/4]`` mask logits, ``pred_boxes [B,K,4]`` normalised
     cxcywh, ``presence_logits [B]``, ``aux_outputs`` (the same keys for each earlier decoder layer) and, with
     ``output_attentions=True``, ``attentions``: name -> weights [B,H,Lq,Lk] per head (rows sum to 1) and
-    ``attentions_mean``: name -> [B,Lq,Lk], heads averaged. In decoder attentions query row 0 is the presence token, rows 1..K the object queries.
+    ``attentions_mean``: name -> [B,Lq,Lk], heads averaged. In decoder attentions query row 0 is the presence token,
+    rows 1..K the object queries.
     """
 
     def __init__(self, config: SamLiteConfig | None = None, load_pretrained: bool = True) -> None:
