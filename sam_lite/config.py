@@ -23,8 +23,10 @@ class SamLiteConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     encoder_layers: int = 2
-    # EfficientNet-Lite0 has 7 stages (0..6). Stages >= this index are fine-tuned; 7 freezes the whole stem.
+    # EfficientNet-Lite0 has 7 stages (0..6; the conv stem counts as stage 0). Stages from <= s < to are fine-tuned
+    # (from == to: the whole backbone is frozen). Stages 5-6 only feed the ImageNet prior (classifier never trained).
     backbone_trainable_from: int = 7
+    backbone_trainable_to: int = 7
     mask_dim: int = 64
     # ImageNet prior: Lite0's own classifier applied per location, weighted by the prompt's similarity to class names
     use_imagenet_prior: bool = True
@@ -38,6 +40,12 @@ class SamLiteConfig:
     freeze_text_encoder: bool = True
     # fusion: image tokens cross-attend to the prompt tokens
     fusion_layers: int = 1
+    # each fusion layer also lets the prompt-aware image tokens attend to each other (SAM 3's fusion encoder)
+    fusion_self_attention: bool = False
+    # add the fused (prompt-aware) stride-16 tokens to the stride-4 pixel embedding, per prompt, so masks are read
+    # from features that know the prompt (SAM 3 decodes pixels from the fusion encoder's output); False: the pixel
+    # embedding is prompt-independent apart from the ImageNet prior (MaskFormer / SAM 1)
+    fused_pixel_embedding: bool = False
     # query decoder
     num_queries: int = 32
     decoder_layers: int = 3
@@ -49,6 +57,10 @@ class SamLiteConfig:
     # inference: also multiply each score by the query's mean mask probability inside its own mask (Mask2Former's
     # instance inference), so that queries with diffuse, unsure masks rank below confident ones
     mask_rescoring: bool = False
+    # inference: "queries" - every query scoring above the threshold is an instance (DETR); "semantic" - the
+    # presence token's semantic mask is the union of the answer and each of its pixels goes to the query that
+    # claims it most (Mask2Former's panoptic inference), scored presence x mean semantic probability
+    instance_inference: str = "queries"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -72,10 +84,14 @@ class SamLiteConfig:
             need(isinstance(v, int) and v >= 1, f"{name} must be an int >= 1, got {v!r}")
         need(isinstance(self.backbone_trainable_from, int) and 0 <= self.backbone_trainable_from <= 7,
              f"backbone_trainable_from must be in 0..7, got {self.backbone_trainable_from!r}")
+        need(isinstance(self.backbone_trainable_to, int)
+             and self.backbone_trainable_from <= self.backbone_trainable_to <= 7,
+             f"backbone_trainable_to must be in backbone_trainable_from..7, got {self.backbone_trainable_to!r}")
         need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("use_imagenet_prior", "freeze_text_encoder", "mask_rescoring"):
+        for name in ("use_imagenet_prior", "freeze_text_encoder", "mask_rescoring", "fused_pixel_embedding",
+                     "fusion_self_attention"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("score_threshold", "presence_threshold"):
             v = getattr(self, name)
@@ -83,6 +99,8 @@ class SamLiteConfig:
         need(isinstance(self.prior_image_size, int) and (self.prior_image_size == 0 or (
             self.prior_image_size % 32 == 0 and self.prior_image_size > self.image_size)),
              f"prior_image_size must be 0 or a multiple of 32 above image_size, got {self.prior_image_size!r}")
+        need(self.instance_inference in ("queries", "semantic"),
+             f"instance_inference must be 'queries' or 'semantic', got {self.instance_inference!r}")
         need(self.prior_temperature > 0, f"prior_temperature must be > 0, got {self.prior_temperature!r}")
 
     # --- presets and (de)serialisation -------------------------------------------------------------------------

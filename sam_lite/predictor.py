@@ -18,7 +18,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "s
 class PredictionResult:
     prompt: str
     masks: Tensor  # bool [N, H, W] at the original image size, best first
-    scores: Tensor  # float [N], descending: sigmoid(match) x presence
+    scores: Tensor  # float [N], descending: sigmoid(match) x presence (see SamLiteConfig.instance_inference)
     boxes: Tensor  # float [N, 4] xyxy pixels
     presence: float  # probability that the concept is in the image
     attention: dict | None = field(default=None, repr=False)
@@ -37,6 +37,33 @@ def mask_confidence(mask_logits: Tensor, mask_threshold: float = 0.0) -> Tensor:
     prob = mask_logits.sigmoid().flatten(-2)
     inside = (mask_logits > mask_threshold).flatten(-2).float()
     return (prob * inside).sum(-1) / inside.sum(-1).clamp(min=1.0)
+
+
+def semantic_instances(semantic_logits: Tensor, mask_logits: Tensor, match_prob: Tensor, presence: Tensor,
+                       mask_threshold: float = 0.0, min_cells: int = 2) -> tuple[Tensor, Tensor, Tensor]:
+    """Split the presence token's semantic mask into instances (Mask2Former's panoptic inference, one concept).
+
+    semantic_logits [h, w], mask_logits [K, h, w], match_prob [K], presence (0-dim). Every pixel of the semantic
+    mask (logit > ``mask_threshold``) goes to the query with the highest match x mask probability there; regions of
+    fewer than ``min_cells`` pixels are dropped. Returns regions bool [N, h, w], scores [N] = presence x mean
+    semantic probability of the region (descending) and the owning query of each [N].
+    """
+    region = semantic_logits > mask_threshold
+    owner = (match_prob[:, None, None] * mask_logits.sigmoid()).argmax(0)
+    sem_prob = semantic_logits.sigmoid()
+    regions, scores, queries = [], [], []
+    for k in owner[region].unique().tolist():
+        cells = region & (owner == k)
+        if int(cells.sum()) < min_cells:
+            continue
+        regions.append(cells)
+        scores.append(presence * sem_prob[cells].mean())
+        queries.append(k)
+    if not queries:
+        return (region.new_zeros((0, *region.shape)), semantic_logits.new_zeros(0), torch.zeros(0, dtype=torch.long))
+    scores_t = torch.stack(scores)
+    order = scores_t.argsort(descending=True)
+    return torch.stack(regions)[order], scores_t[order], torch.tensor(queries, dtype=torch.long)[order]
 
 
 class SamLitePredictor:
@@ -88,6 +115,15 @@ class SamLitePredictor:
         self._pixel_values, self._prior_pixel_values, self._meta, self._image = (pixel_values, prior_pixel_values,
                                                                                  meta, pil)
 
+    def _partition(self, semantic_logits: Tensor, regions: Tensor, mask_threshold: float) -> Tensor:
+        """The semantic mask at the photo's size [H, W], split by the low-resolution regions [N, h, w] -> bool
+        [N, H, W], disjoint, their union the semantic mask."""
+        semantic = self.processor.postprocess_masks(semantic_logits[None].float(), self._meta)[0] > mask_threshold
+        if not len(regions):
+            return semantic[None][:0]
+        owner = self.processor.postprocess_regions(regions, self._meta)
+        return semantic[None] & (owner[None] == torch.arange(len(regions))[:, None, None])
+
     @torch.inference_mode()
     def predict(self, prompt: str | list[str], score_threshold: float | None = None, return_attention: bool = False,
                 mask_threshold: float = 0.0, max_instances: int | None = None,
@@ -117,26 +153,35 @@ class SamLitePredictor:
         scores = out["pred_logits"].float().sigmoid() * presence[:, None]
         if self.model.config.mask_rescoring:
             scores = scores * mask_confidence(out["pred_masks"].float(), mask_threshold)
+        semantic = self.model.config.instance_inference == "semantic"
         results = []
         for i, p in enumerate(prompts):
-            keep = (scores[i] >= score_threshold).nonzero()[:, 0]
-            low_masks = out["pred_masks"][i, keep] > mask_threshold
-            keep_nonempty = low_masks.flatten(1).any(1)
-            keep, low_masks = keep[keep_nonempty], low_masks[keep_nonempty]
-            order = keep[suppress_duplicates(low_masks, scores[i, keep], nms_iou)] if keep.numel() else keep
-            if max_instances is not None:
+            if semantic:  # instances = the semantic mask, split among the queries that own its pixels
+                regions, inst_scores, order = semantic_instances(
+                    out["pred_semantic"][i].float(), out["pred_masks"][i].float(),
+                    out["pred_logits"][i].float().sigmoid(), presence[i], mask_threshold)
+                masks = self._partition(out["pred_semantic"][i], regions, mask_threshold)
+                keep = (inst_scores >= score_threshold).nonzero()[:, 0][:max_instances]
+                masks, inst_scores, order = masks[keep], inst_scores[keep], order[keep]
+            else:  # instances = the queries that score above the threshold, duplicates suppressed
+                keep = (scores[i] >= score_threshold).nonzero()[:, 0]
+                low_masks = out["pred_masks"][i, keep] > mask_threshold
+                keep_nonempty = low_masks.flatten(1).any(1)
+                keep, low_masks = keep[keep_nonempty], low_masks[keep_nonempty]
+                order = keep[suppress_duplicates(low_masks, scores[i, keep], nms_iou)] if keep.numel() else keep
                 order = order[:max_instances]
-            masks = self.processor.postprocess_masks(out["pred_masks"][i, order], self._meta) > mask_threshold
+                inst_scores = scores[i, order]
+                masks = self.processor.postprocess_masks(out["pred_masks"][i, order], self._meta) > mask_threshold
             # a blob of a few low-resolution cells can vanish when upsampled to a small photo: never return it
             visible = masks.flatten(1).any(1)
-            order, masks = order[visible], masks[visible]
+            order, masks, inst_scores = order[visible], masks[visible], inst_scores[visible]
             head_boxes = self.processor.postprocess_boxes(out["pred_boxes"][i, order], self._meta)
             attention = None
             if return_attention:
                 attention = {k: v[i] for k, v in out["attentions"].items()}
                 attention.update(grid=out["grid"], query_order=(order + 1).tolist(), query_scores=scores[i].tolist(),
                                  tokens=self.model.text_encoder.word_tokens(p), meta=self._meta)
-            results.append(PredictionResult(prompt=" ".join(p.split()), masks=masks, scores=scores[i, order],
+            results.append(PredictionResult(prompt=" ".join(p.split()), masks=masks, scores=inst_scores,
                                             boxes=boxes_from_masks(masks, head_boxes), presence=float(presence[i]),
                                             attention=attention))
         return results[0] if single else results

@@ -159,6 +159,15 @@ class SamLiteProcessor:
         x = x[..., : meta.resized_size[0], : meta.resized_size[1]]
         return F.interpolate(x, size=meta.original_size, mode="bilinear", align_corners=False)[0]
 
+    def postprocess_regions(self, regions: Tensor, meta: ImageMeta) -> Tensor:
+        """Disjoint low-resolution regions bool [N, h, w] -> label map long [H, W] at the original size: each pixel
+        gets the region whose bilinearly upsampled indicator is largest there (smooth borders between regions),
+        computed at the model's input size and resized by nearest neighbour (one map, not N)."""
+        x = F.interpolate(regions[None].float() * 2 - 1, size=(self.image_size, self.image_size), mode="bilinear",
+                          align_corners=False)[0].argmax(0)
+        x = x[: meta.resized_size[0], : meta.resized_size[1]]
+        return F.interpolate(x[None, None].float(), size=meta.original_size, mode="nearest")[0, 0].long()
+
     def postprocess_boxes(self, boxes_cxcywh: Tensor, meta: ImageMeta) -> Tensor:
         """Normalised cxcywh of the padded input [N, 4] -> xyxy pixels of the original image [N, 4]."""
         scale = meta.original_size[0] / meta.resized_size[0]

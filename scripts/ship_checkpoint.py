@@ -22,6 +22,8 @@ def main(argv=None) -> None:
     p.add_argument("--presence-threshold", type=float, default=None, help="presence threshold chosen on validation")
     p.add_argument("--mask-rescoring", choices=["on", "off"], default=None,
                    help="score x mean mask probability (Mask2Former); calibrate the thresholds with the same setting")
+    p.add_argument("--instance-inference", choices=["queries", "semantic"], default=None,
+                   help="how instances are formed (see SamLiteConfig.instance_inference); calibrate with the same")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     args = p.parse_args(argv)
     model = SamLiteModel.from_pretrained(args.src)
@@ -31,6 +33,8 @@ def main(argv=None) -> None:
         model.config.presence_threshold = args.presence_threshold
     if args.mask_rescoring is not None:
         model.config.mask_rescoring = args.mask_rescoring == "on"
+    if args.instance_inference is not None:
+        model.config.instance_inference = args.instance_inference
     model.config.validate()
     out = model.save_pretrained(args.dst, dtype=None if args.fp32 else torch.float16)
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2 ** 20

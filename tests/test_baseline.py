@@ -146,3 +146,23 @@ def test_evaluate_cli_on_tiny_coco(model, tmp_path, capsys):
     assert res["metrics"]["all"]["n"] == res["n_samples"] > 0
     assert "best_gIoU" in res["calibration"] and res["latency_ms"]["predict_per_prompt"]["mean"] > 0
     assert "gIoU" in capsys.readouterr().out
+
+
+def test_evaluate_cli_instance_inference_override(model, tmp_path, tiny_checkpoint, capsys):
+    """--instance-inference switches a sam-lite checkpoint's rule for one evaluation; a baseline refuses it."""
+    import json
+
+    from sam_lite.evaluation.evaluate import main
+
+    from .fixtures import write_tiny_coco
+
+    root = write_tiny_coco(tmp_path / "coco", n_images=2)
+    out = tmp_path / "res.json"
+    rc = main(["--data", str(root), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--out", str(out),
+               "--quiet", "--no-ap", "--instance-inference", "semantic"])
+    assert rc == 0 and json.loads(out.read_text())["instance_inference"] == "semantic"
+    assert json.loads((tiny_checkpoint / "config.json").read_text())["instance_inference"] == "queries"  # untouched
+    ckpt = model.save_pretrained(tmp_path / "baseline")
+    rc = main(["--data", str(root), "--checkpoint", str(ckpt), "--split", "all", "--out", str(out), "--quiet",
+               "--no-ap", "--instance-inference", "semantic"])
+    assert rc == 2 and "sam-lite checkpoints only" in capsys.readouterr().err

@@ -142,6 +142,38 @@ def test_config_validation():
         SamLiteConfig.from_dict({"d_model": 64, "colour": "red"})
     with pytest.raises(ValueError, match="preset"):
         SamLiteConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="backbone_trainable_to"):
+        SamLiteConfig(backbone_trainable_from=4, backbone_trainable_to=3)
+
+
+def test_partial_backbone_fine_tuning_trains_and_saves_only_those_stages(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = SamLiteModel(SamLiteConfig.from_preset("tiny", backbone_trainable_from=3, backbone_trainable_to=5))
+    stages = model.image_encoder.backbone.stage_of_block
+    trained = {int(n.split(".")[3]) for n, p in model.named_parameters()
+               if n.startswith("image_encoder.backbone._blocks.") and p.requires_grad}
+    assert {stages[i] for i in trained} == {3, 4}
+    assert not any(p.requires_grad for n, p in model.named_parameters()
+                   if n.startswith("image_encoder.backbone.") and not n.startswith("image_encoder.backbone._blocks."))
+    s = model.config.image_size
+    model.train()
+    out = model(torch.randn(2, 3, s, s), ["red car", "dog"])
+    out["pred_masks"].sum().backward()
+    grads = {stages[int(n.split(".")[3])] for n, p in model.named_parameters()
+             if n.startswith("image_encoder.backbone._blocks.") and p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads == {3, 4}
+    with torch.no_grad():  # a fine-tuned stage differs from the package: it must travel in the checkpoint
+        for p in model.image_encoder.backbone._blocks[min(trained)].parameters():
+            p.add_(0.01)
+    model.eval().save_pretrained(tmp_path)
+    saved = {k for k in load_file(str(tmp_path / "model.safetensors")) if k.startswith("image_encoder.backbone.")}
+    assert {stages[int(k.split(".")[3])] for k in saved} == {3, 4}
+    loaded = SamLiteModel.from_pretrained(tmp_path)
+    x = torch.randn(1, 3, s, s)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, ["dog"])["pred_masks"], loaded(x, ["dog"])["pred_masks"])
 
 
 def test_backbone_equals_package_weights(tiny_model):
@@ -306,3 +338,84 @@ def test_no_empty_masks_after_upsampling(tiny_model, monkeypatch):
     r = predictor.predict("dog", score_threshold=0.0, nms_iou=1.0)
     assert r.masks.shape == (1, 15, 20) and r.masks.all()
     assert len(r.scores) == len(r.boxes) == 1
+
+
+def test_fused_pixel_embedding_makes_mask_features_prompt_aware():
+    """With ``fused_pixel_embedding`` the pixel embedding the mask heads read differs per prompt (through the fusion
+    layer's output); without it (and without the ImageNet prior) it is the same for every prompt. With the new
+    projection at zero the model is exactly the one without it."""
+    def pixel_embeddings(model, prompts):
+        seen = []
+        handle = model.heads.register_forward_hook(lambda m, args, out: seen.append(args[1]))
+        s = model.config.image_size
+        with torch.no_grad():
+            out = model(torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(1)).expand(2, -1, -1, -1),
+                        prompts)
+        handle.remove()
+        return seen[-1], out
+
+    torch.manual_seed(0)
+    plain = SamLiteModel(SamLiteConfig.from_preset("tiny", use_imagenet_prior=False)).eval()
+    fused = SamLiteModel(SamLiteConfig.from_preset("tiny", use_imagenet_prior=False,
+                                                   fused_pixel_embedding=True)).eval()
+    fused.load_state_dict(plain.state_dict(), strict=False)
+    px, _ = pixel_embeddings(plain, ["dog", "red car"])
+    torch.testing.assert_close(px[0], px[1])
+    px, _ = pixel_embeddings(fused, ["dog", "red car"])
+    assert (px[0] - px[1]).abs().max() > 1e-4
+    with torch.no_grad():
+        fused.fused_pixel_proj.weight.zero_()
+        fused.fused_pixel_proj.bias.zero_()
+    _, a = pixel_embeddings(plain, ["dog", "red car"])
+    _, b = pixel_embeddings(fused, ["dog", "red car"])
+    torch.testing.assert_close(a["pred_masks"], b["pred_masks"])
+
+
+def test_semantic_instances_partition_the_semantic_mask():
+    from sam_lite.predictor import semantic_instances
+
+    sem = torch.full((6, 6), -5.0)
+    sem[:, :2], sem[:, 2:5] = 3.0, 2.0  # the concept covers columns 0-4, more surely 0-1
+    masks = torch.full((3, 6, 6), -5.0)
+    masks[0, :, :2] = 5.0  # query 0 claims columns 0-1
+    masks[1, :, 1:5] = 5.0  # query 1 claims columns 1-4 (overlaps query 0 on column 1)
+    masks[2, :, 5:] = 5.0  # query 2 lies outside the semantic mask: never an instance
+    match = torch.tensor([0.9, 0.5, 0.99])
+    regions, scores, queries = semantic_instances(sem, masks, match, torch.tensor(0.8))
+    assert queries.tolist() == [0, 1]
+    assert regions[0, :, :2].all() and not regions[0, :, 2:].any()  # column 1 goes to the higher match x mask
+    assert regions[1, :, 2:5].all() and not regions[1, :, :2].any() and not regions[1, :, 5:].any()
+    assert torch.equal(regions.any(0), sem > 0)  # the union is exactly the semantic mask
+    torch.testing.assert_close(scores, 0.8 * torch.sigmoid(torch.tensor([3.0, 2.0])))
+    _, _, q = semantic_instances(sem, masks, match, torch.tensor(0.8), min_cells=13)  # query 0 owns only 12 cells
+    assert q.tolist() == [1]
+    regions, scores, q = semantic_instances(torch.full((6, 6), -1.0), masks, match, torch.tensor(0.8))
+    assert regions.shape == (0, 6, 6) and scores.numel() == 0 and q.numel() == 0
+
+
+def test_predictor_semantic_instance_inference(tiny_model):
+    """With ``instance_inference="semantic"`` the answer's union is the presence token's semantic mask."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    model.config = SamLiteConfig.from_dict({**tiny_model.config.to_dict(), "instance_inference": "semantic"})
+
+    def centre_semantic(module, args, out):  # the untrained head paints nothing: make half of the image positive
+        sem = out["pred_semantic"]
+        return {**out, "pred_semantic": sem - sem.flatten(1).median(1).values[:, None, None]}
+
+    model.heads.register_forward_hook(centre_semantic)
+    pred = SamLitePredictor(model)
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    pred.set_image(img)
+    r = pred.predict("dog", score_threshold=0.0)
+    with torch.no_grad():
+        out = model.decode(pred._embedding, model.encode_text(["dog"]))
+    expected = pred.processor.postprocess_masks(out["pred_semantic"][:1].float(), pred._meta)[0] > 0
+    union = r.masks.any(0) if len(r) else torch.zeros_like(expected)
+    assert union.sum() > 0 and (union & ~expected).sum() == 0  # nothing outside the semantic mask
+    assert (expected & ~union).float().mean() < 0.01  # and (up to dropped slivers) all of it
+    assert r.masks.sum(0).max() <= 1  # instances do not overlap
+    assert all(r.scores[:-1] >= r.scores[1:]) and (r.scores <= r.presence + 1e-6).all()
+    with pytest.raises(ValueError, match="instance_inference"):
+        SamLiteConfig(instance_inference="panoptic")

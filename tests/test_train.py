@@ -117,6 +117,28 @@ def test_train_writes_checkpoint_and_resumes_exactly(data_dir, tmp_path):
     SamLitePredictor.from_pretrained(full / "final")  # a training output is a predictor checkpoint
 
 
+def test_fine_tuned_backbone_stages_train_at_a_scaled_learning_rate(data_dir, tmp_path):
+    from sam_lite import SamLiteConfig, SamLiteModel
+    from sam_lite.modeling.image_encoder import EfficientNetLite0
+
+    cfg = tmp_path / "ft.json"
+    SamLiteConfig.from_preset("tiny", backbone_trainable_from=4, backbone_trainable_to=5).save(cfg)
+    args = ["--data", data_dir, "--steps", 2, *COMMON, "--config", cfg, "--lr", "1e-3"]
+    _train(["--out", tmp_path / "a", *args, "--backbone-lr-scale", "0.1"])
+    _train(["--out", tmp_path / "b", *args, "--backbone-lr-scale", "0"])
+    state = torch.load(tmp_path / "a" / "last" / "training_state.pt", weights_only=True)
+    lrs = sorted({g["initial_lr"] for g in state["optimizer"]["param_groups"]})
+    assert lrs == pytest.approx([1e-4, 1e-3])
+    packaged = EfficientNetLite0.load_pretrained_state_dict()
+    for run, moved in (("a", True), ("b", False)):
+        sd = SamLiteModel.from_pretrained(tmp_path / run / "final").image_encoder.backbone.state_dict()
+        stage4 = [k for k in sd if k.startswith("_blocks.") and k.endswith("weight")
+                  and "conv" in k and 8 <= int(k.split(".")[1]) <= 10]  # blocks 8-10 are stage 4
+        assert stage4
+        assert any(not torch.equal(sd[k], packaged[k]) for k in stage4) == moved, run
+        assert all(torch.equal(sd[k], packaged[k]) for k in sd if k.startswith("_blocks.0."))  # frozen stage 0
+
+
 def test_resume_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
     r = subprocess.run([sys.executable, "scripts/train.py", "--data", str(data_dir), "--out", str(tmp_path / "x"),
                         "--steps", "2", *COMMON, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -195,3 +217,25 @@ def test_criterion_can_leave_negative_prompts_to_presence():
     assert (out["pred_logits"].grad[0] == 0).all()  # the absent concept's queries are left alone
     assert (out["pred_logits"].grad[1] != 0).any()
     assert (out["presence_logits"].grad != 0).all()  # presence still learns "absent" and "present"
+
+
+def test_iou_aware_match_target_is_the_matched_mask_iou():
+    from torchvision.ops import sigmoid_focal_loss
+
+    masks = torch.full((1, 2, 8, 8), -10.0)
+    masks[0, 0, :, :4] = 10.0  # query 0 paints the left half
+    out = {"pred_logits": torch.tensor([[0.0, -3.0]], requires_grad=True), "pred_masks": masks,
+           "pred_boxes": torch.tensor([[[0.25, 0.5, 0.5, 1.0], [0.9, 0.9, 0.1, 0.1]]]),
+           "presence_logits": torch.zeros(1)}
+    gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    gt[0, :, :2] = True  # the instance is the left quarter: IoU with query 0's mask = 16 / 32
+    target = {"masks": gt, "boxes": torch.tensor([[0.125, 0.5, 0.25, 1.0]])}
+    matcher = HungarianMatcher(mask_cost_stride=1)
+    plain = SetCriterion(matcher)(out, [target])["loss_ce"]
+    aware = SetCriterion(matcher, iou_aware_match=True)(out, [target])["loss_ce"]
+    expected = sigmoid_focal_loss(out["pred_logits"], torch.tensor([[0.5, 0.0]]), alpha=0.25, reduction="sum")
+    expected_plain = sigmoid_focal_loss(out["pred_logits"], torch.tensor([[1.0, 0.0]]), alpha=0.25, reduction="sum")
+    torch.testing.assert_close(aware, expected)
+    torch.testing.assert_close(plain, expected_plain)
+    aware.backward()  # the IoU target carries no gradient into the masks
+    assert out["pred_logits"].grad is not None

@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-images", type=int, default=None, help="only the first N images of the split")
     ap.add_argument("--half", choices=["first", "second"], default=None,
                     help="only the first or second half of the split's images (calibrate on one, report the other)")
+    ap.add_argument("--instance-inference", choices=["queries", "semantic"], default=None,
+                    help="override the checkpoint's instance_inference (sam-lite only; see SamLiteConfig)")
     ap.add_argument("--baseline", action="store_true",
                     help="the checkpoint is a CLIPSeg-style baseline (also detected from its config.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation prompts (negatives)")
@@ -212,6 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     config = getattr(getattr(predictor, "model", None), "config", None)
+    if args.instance_inference is not None:
+        if not hasattr(config, "instance_inference"):
+            print("error: --instance-inference applies to sam-lite checkpoints only", file=sys.stderr)
+            return 2
+        config.instance_inference = args.instance_inference
     if args.threshold is None:
         args.threshold = float(getattr(config, "score_threshold", 0.5))
     if args.presence_threshold is None:
@@ -235,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ap_min_score=args.ap_min_score, compute_ap=not args.no_ap, progress=not args.quiet)
     result.update({"checkpoint": str(args.checkpoint), "model_type": "clipseg_baseline"
                    if type(predictor).__name__ == "BaselinePredictor" else "sam_lite",
+                   "instance_inference": getattr(config, "instance_inference", None),
                    "data": str(args.data), "split": args.split, "max_images": args.max_images, "half": args.half, "seed": args.seed,
                    "wall_s": time.perf_counter() - t0})
     print(f"\nmetrics at score threshold {args.threshold:g} (presence threshold {args.presence_threshold:g}):")

@@ -155,9 +155,9 @@ class ImageEncoder(nn.Module):
 
     def frozen_backbone_prefixes(self) -> list[str]:
         """Names (relative to this module) of backbone parts that stay at the packaged ImageNet weights."""
-        t = self.config.backbone_trainable_from
-        names = ["backbone._conv_stem", "backbone._bn0"] if t > 0 else []
-        names += [f"backbone._blocks.{i}" for i, s in enumerate(self.backbone.stage_of_block) if s < t]
+        lo, hi = self.config.backbone_trainable_from, self.config.backbone_trainable_to
+        names = ["backbone._conv_stem", "backbone._bn0"] if lo > 0 or hi == 0 else []
+        names += [f"backbone._blocks.{i}" for i, s in enumerate(self.backbone.stage_of_block) if not lo <= s < hi]
         names += ["backbone._conv_head", "backbone._bn1", "backbone._fc"]  # the classifier is never trained
         return names
 
@@ -188,7 +188,7 @@ class ImageEncoder(nn.Module):
         (default: ``pixel_values`` upsampled). Returns tokens [B,N,D] (N = h*w, stride 16), pos [N,D], grid (h, w),
         pixel_features [B,D,S/4,S/4] (FPN before the mask projection), class_logits [B,1000,S/32,S/32] or None,
         attentions: list of [B,H,N,N]."""
-        trainable = self.config.backbone_trainable_from < 7
+        trainable = self.config.backbone_trainable_from < self.config.backbone_trainable_to
         use_prior, prior_size = self.config.use_imagenet_prior, self.config.prior_image_size
         feats = self._backbone(pixel_values, with_classifier=use_prior and not prior_size,
                                grad=torch.is_grad_enabled() and trainable)

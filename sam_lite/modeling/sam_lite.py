@@ -38,8 +38,10 @@ class SamLiteModel(nn.Module):
         self.image_encoder = ImageEncoder(config)
         self.text_encoder = TextEncoder(config)
         self.text_proj = nn.Sequential(nn.Linear(config.text_dim, d), nn.LayerNorm(d))
-        self.fusion = nn.ModuleList(FusionLayer(d, config.num_heads, config.mlp_ratio, config.dropout)
-                                    for _ in range(config.fusion_layers))
+        self.fusion = nn.ModuleList(FusionLayer(d, config.num_heads, config.mlp_ratio, config.dropout,
+                                                config.fusion_self_attention) for _ in range(config.fusion_layers))
+        if config.fused_pixel_embedding:
+            self.fused_pixel_proj = nn.Conv2d(d, config.mask_dim, 1)
         self.decoder = QueryDecoder(config)
         prior_stats = NUM_PRIOR_STATS if config.use_imagenet_prior else 0
         self.heads = PredictionHeads(d, config.mask_dim, prior_stats)
@@ -95,9 +97,12 @@ class SamLiteModel(nn.Module):
             for i, a in enumerate(image_embedding.get("attentions") or []):
                 attentions[f"encoder.layer{i}.self_attn"] = a[image_index]
         for i, layer in enumerate(self.fusion):
-            tokens, a = layer(tokens, pos, text_tokens, padding, output_attentions)
-            if output_attentions:
-                attentions[f"fusion.layer{i}.text_cross_attn"] = a
+            tokens, layer_attn = layer(tokens, pos, text_tokens, padding, output_attentions)
+            for name, a in layer_attn.items():
+                attentions[f"fusion.layer{i}.{name}"] = a
+        if self.config.fused_pixel_embedding:  # [P, D, h, w] -> bilinear to stride 4, added per prompt
+            fused = self.fused_pixel_proj(tokens.transpose(1, 2).reshape(p, -1, h, w))
+            pixel = pixel + F.interpolate(fused, size=pixel.shape[-2:], mode="bilinear", align_corners=False)
 
         states, dec_attn = self.decoder(text_tokens, padding, tokens, pos, presence_init, output_attentions)
         outs = [self.heads(s, pixel, prior_stats) for s in states]
@@ -185,6 +190,8 @@ class SamLiteModel(nn.Module):
                   "image_encoder (attention + FPN)": [m for n, m in self.image_encoder.named_children() if n != "backbone"],
                   "text_encoder (MiniLM)": self.text_encoder, "text_proj": self.text_proj, "fusion": self.fusion,
                   "decoder": self.decoder, "heads": self.heads}
+        if self.config.fused_pixel_embedding:
+            groups["fusion"] = [self.fusion, self.fused_pixel_proj]
         if self.config.use_imagenet_prior:
             groups["prior projections"] = [self.prior_token_proj, self.prior_pixel_proj, self.prior_presence_proj]
         out = {}

@@ -27,14 +27,19 @@ def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 class SetCriterion(nn.Module):
     def __init__(self, matcher: HungarianMatcher | None = None, weight_dict: dict[str, float] | None = None,
-                 focal_alpha: float = 0.25, match_loss_on_negatives: bool = True) -> None:
+                 focal_alpha: float = 0.25, match_loss_on_negatives: bool = True, iou_aware_match: bool = False
+                 ) -> None:
         """``match_loss_on_negatives=False`` leaves the queries of absent-concept prompts unsupervised (SAM 3's
-        decoupling: presence alone says "not here", the queries only learn to tell instances apart)."""
+        decoupling: presence alone says "not here", the queries only learn to tell instances apart).
+        ``iou_aware_match=True``: a matched query's match target is the IoU of its mask with its instance (no
+        gradient through it) instead of 1 (VarifocalNet / IoU-aware classification), so the match score ranks
+        queries by mask quality."""
         super().__init__()
         self.matcher = matcher or HungarianMatcher()
         self.weight_dict = dict(weight_dict or DEFAULT_WEIGHTS)
         self.focal_alpha = focal_alpha
         self.match_loss_on_negatives = match_loss_on_negatives
+        self.iou_aware_match = iou_aware_match
 
     def _losses(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], num_instances: float
                 ) -> dict[str, Tensor]:
@@ -42,19 +47,19 @@ class SetCriterion(nn.Module):
         logits = outputs["pred_logits"].float()
         b_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)])
         q_idx = torch.cat([src for src, _ in indices])
-        cls_target = torch.zeros_like(logits)
-        cls_target[b_idx, q_idx] = 1.0
-        loss_ce = sigmoid_focal_loss(logits, cls_target, alpha=self.focal_alpha, reduction="none")
-        if not self.match_loss_on_negatives:
-            has_instances = torch.tensor([t["boxes"].shape[0] > 0 for t in targets], device=logits.device)
-            loss_ce = loss_ce * has_instances[:, None]
-        loss_ce = loss_ce.sum() / num_instances
-
         pm = outputs["pred_masks"].float()
         size = pm.shape[-2:]
+        cls_target = torch.zeros_like(logits)
         if q_idx.numel():
             src_masks = pm[b_idx, q_idx].flatten(1)
             tgt_masks = torch.cat([resize_masks(t["masks"], size)[j] for t, (_, j) in zip(targets, indices)]).flatten(1)
+            if self.iou_aware_match:
+                with torch.no_grad():
+                    hard, gt = src_masks > 0, tgt_masks > 0.5
+                    iou = (hard & gt).sum(1) / (hard | gt).sum(1).clamp(min=1)
+                cls_target[b_idx, q_idx] = iou.to(cls_target.dtype)
+            else:
+                cls_target[b_idx, q_idx] = 1.0
             loss_mask = F.binary_cross_entropy_with_logits(src_masks, tgt_masks, reduction="none").mean(1).sum()
             loss_dice = dice_loss(src_masks, tgt_masks).sum()
             src_boxes = outputs["pred_boxes"][b_idx, q_idx].float()
@@ -66,6 +71,11 @@ class SetCriterion(nn.Module):
         else:  # only negatives in the batch: keep the graph connected with zero-valued terms
             zero = pm.sum() * 0.0 + outputs["pred_boxes"].sum() * 0.0
             loss_mask = loss_dice = loss_bbox = loss_giou = zero
+        loss_ce = sigmoid_focal_loss(logits, cls_target, alpha=self.focal_alpha, reduction="none")
+        if not self.match_loss_on_negatives:
+            has_instances = torch.tensor([t["boxes"].shape[0] > 0 for t in targets], device=logits.device)
+            loss_ce = loss_ce * has_instances[:, None]
+        loss_ce = loss_ce.sum() / num_instances
         present = torch.tensor([float(t["boxes"].shape[0] > 0) for t in targets], device=logits.device)
         loss_presence = F.binary_cross_entropy_with_logits(outputs["presence_logits"].float(), present)
         losses = {"loss_ce": loss_ce, "loss_mask": loss_mask / num_instances, "loss_dice": loss_dice / num_instances,

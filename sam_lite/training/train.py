@@ -48,9 +48,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompts-per-image", type=int, default=4)
     p.add_argument("--match-loss-on-negatives", choices=["on", "off"], default="on",
                    help="off: queries of absent-concept prompts get no match loss, presence alone learns absence")
+    p.add_argument("--match-target", choices=["one", "iou"], default="one",
+                   help="iou: a matched query's match target is its mask IoU (IoU-aware classification)")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 1.6), metavar=("MIN", "MAX"),
                    help="large-scale jitter: resize factor range relative to the model's input size")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--backbone-lr-scale", type=float, default=0.1,
+                   help="learning rate of fine-tuned backbone stages relative to --lr (DETR: 0.1)")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--out", default="runs/sam-lite", help="output directory (checkpoints, log, plot)")
@@ -68,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give exactly one of --minutes, --epochs, --steps")
     if args.batch_size < 1 or args.prompts_per_image < 1:
         p.error("--batch-size and --prompts-per-image must be >= 1")
+    if args.backbone_lr_scale < 0:
+        p.error(f"--backbone-lr-scale must be >= 0, got {args.backbone_lr_scale}")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:
         p.error(f"--scale-range needs 0 < MIN <= MAX, got {args.scale_range}")
     return args
@@ -186,12 +192,17 @@ def main(argv=None) -> Path:
     per_epoch = max(1, len(train_ids) // (args.batch_size * world))
 
     # --- model, optimiser, schedule ---
-    params = [p for p in model_core.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    criterion = (SetCriterion(match_loss_on_negatives=args.match_loss_on_negatives == "on")
+    named = [(n, p) for n, p in model_core.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    groups = []
+    for is_backbone in (False, True):  # pretrained stages fine-tune at a smaller learning rate
+        lr = args.lr * (args.backbone_lr_scale if is_backbone else 1.0)
+        mine = [p for n, p in named if n.startswith("image_encoder.backbone.") == is_backbone]
+        groups += [{"params": [p for p in mine if p.ndim >= 2], "weight_decay": args.weight_decay, "lr": lr},
+                   {"params": [p for p in mine if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
+    criterion = (SetCriterion(match_loss_on_negatives=args.match_loss_on_negatives == "on",
+                              iou_aware_match=args.match_target == "iou")
                  if args.model == "sam_lite" else None)
     step, epoch, batch_in_epoch, total_steps = 0, 0, 0, None
     if args.steps is not None:
