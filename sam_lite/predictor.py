@@ -115,14 +115,15 @@ class SamLitePredictor:
         self._pixel_values, self._prior_pixel_values, self._meta, self._image = (pixel_values, prior_pixel_values,
                                                                                  meta, pil)
 
-    def _partition(self, semantic_logits: Tensor, regions: Tensor, mask_threshold: float) -> Tensor:
-        """The semantic mask at the photo's size [H, W], split by the low-resolution regions [N, h, w] -> bool
-        [N, H, W], disjoint, their union the semantic mask."""
+    def _partition(self, semantic_logits: Tensor, regions: Tensor, keep: Tensor, mask_threshold: float) -> Tensor:
+        """The semantic mask at the photo's size [H, W], split by all the low-resolution regions [N, h, w] (so a
+        dropped region's pixels never move to a kept one) -> bool [len(keep), H, W] for the regions ``keep``
+        indexes: disjoint, and for every region their union is the semantic mask."""
         semantic = self.processor.postprocess_masks(semantic_logits[None].float(), self._meta)[0] > mask_threshold
-        if not len(regions):
+        if not len(keep):
             return semantic[None][:0]
         owner = self.processor.postprocess_regions(regions, self._meta)
-        return semantic[None] & (owner[None] == torch.arange(len(regions))[:, None, None])
+        return semantic[None] & (owner[None] == keep[:, None, None])
 
     @torch.inference_mode()
     def predict(self, prompt: str | list[str], score_threshold: float | None = None, return_attention: bool = False,
@@ -160,9 +161,9 @@ class SamLitePredictor:
                 regions, inst_scores, order = semantic_instances(
                     out["pred_semantic"][i].float(), out["pred_masks"][i].float(),
                     out["pred_logits"][i].float().sigmoid(), presence[i], mask_threshold)
-                masks = self._partition(out["pred_semantic"][i], regions, mask_threshold)
                 keep = (inst_scores >= score_threshold).nonzero()[:, 0][:max_instances]
-                masks, inst_scores, order = masks[keep], inst_scores[keep], order[keep]
+                masks = self._partition(out["pred_semantic"][i], regions, keep, mask_threshold)
+                inst_scores, order = inst_scores[keep], order[keep]
             else:  # instances = the queries that score above the threshold, duplicates suppressed
                 keep = (scores[i] >= score_threshold).nonzero()[:, 0]
                 low_masks = out["pred_masks"][i, keep] > mask_threshold
