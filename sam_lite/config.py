@@ -8,6 +8,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The 133 COCO panoptic concepts (80 things, 53 stuff) as prompts, in category-id order: the concept map's vocabulary
+# when a config asks for the map without naming one (training replaces it with the dataset's own categories).
+COCO_PANOPTIC_CONCEPTS: tuple[str, ...] = (
+    'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
+    'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow',
+    'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee', 'skis',
+    'snowboard', 'sports ball', 'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard',
+    'tennis racket', 'bottle', 'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich',
+    'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant', 'bed',
+    'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone', 'microwave', 'oven',
+    'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier',
+    'toothbrush', 'banner', 'blanket', 'bridge', 'cardboard', 'counter', 'curtain', 'door', 'floor wood', 'flower',
+    'fruit', 'gravel', 'house', 'light', 'mirror', 'net', 'pillow', 'platform', 'playingfield', 'railroad', 'river',
+    'road', 'roof', 'sand', 'sea', 'shelf', 'snow', 'stairs', 'tent', 'towel', 'wall brick', 'wall stone',
+    'wall tile', 'wall wood', 'water', 'window blind', 'window', 'tree', 'fence', 'ceiling', 'sky', 'cabinet',
+    'table', 'floor', 'pavement', 'mountain', 'grass', 'dirt', 'paper', 'food', 'building', 'rock', 'wall', 'rug',
+)
+
 
 @dataclass
 class SamLiteConfig:
@@ -19,6 +37,8 @@ class SamLiteConfig:
 
     # image encoder
     image_size: int = 256
+    # "lite0" or "lite2" (EfficientNet-Lite2: wider and deeper, about 2x Lite0's cost at the same size)
+    backbone: str = "lite0"
     d_model: int = 128
     num_heads: int = 4
     mlp_ratio: float = 4.0
@@ -34,6 +54,12 @@ class SamLiteConfig:
     # 0: the prior comes from the model's own backbone pass; N > image_size: a second pass at N px for the prior
     # only (sharper, more local class maps: quality for latency, see docs/experiments.md)
     prior_image_size: int = 0
+    # concept map: a stride-8 per-pixel embedding in MiniLM's sentence space, trained with a dense softmax over the
+    # embeddings of ``concept_names`` (+ background); a prompt's heat map on it is a prior for tokens, pixels and
+    # presence (see modeling/concept_map.py). Training fills ``concept_names`` from the dataset's categories.
+    concept_map: bool = False
+    concept_names: list[str] = field(default_factory=list)
+    concept_hidden: int = 128
     # text encoder
     text_dim: int = 384
     max_text_tokens: int = 24
@@ -63,6 +89,10 @@ class SamLiteConfig:
     instance_inference: str = "queries"
 
     def __post_init__(self) -> None:
+        self.concept_names = list(self.concept_names) if isinstance(self.concept_names, (list, tuple)) \
+            else self.concept_names
+        if self.concept_map is True and self.concept_names == []:
+            self.concept_names = list(COCO_PANOPTIC_CONCEPTS)
         self.validate()
 
     def validate(self) -> None:
@@ -87,11 +117,20 @@ class SamLiteConfig:
         need(isinstance(self.backbone_trainable_to, int)
              and self.backbone_trainable_from <= self.backbone_trainable_to <= 7,
              f"backbone_trainable_to must be in backbone_trainable_from..7, got {self.backbone_trainable_to!r}")
+        need(self.backbone in ("lite0", "lite2"), f"backbone must be 'lite0' or 'lite2', got {self.backbone!r}")
+        need(isinstance(self.concept_names, (list, tuple)) and all(isinstance(n, str) and n.strip()
+                                                                  for n in self.concept_names),
+             "concept_names must be a list of non-empty strings")
+        need(len(set(self.concept_names)) == len(self.concept_names), "concept_names must not repeat a name")
+        need(not self.concept_map or len(self.concept_names) >= 1,
+             "concept_map needs concept_names (training fills them from the dataset's categories)")
+        need(isinstance(self.concept_hidden, int) and self.concept_hidden >= 8,
+             f"concept_hidden must be an int >= 8, got {self.concept_hidden!r}")
         need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("use_imagenet_prior", "freeze_text_encoder", "mask_rescoring", "fused_pixel_embedding",
-                     "fusion_self_attention"):
+                     "fusion_self_attention", "concept_map"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("score_threshold", "presence_threshold"):
             v = getattr(self, name)
@@ -147,7 +186,10 @@ class SamLiteConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # for tests: real pretrained backbones, a tiny everything else
     "tiny": dict(image_size=64, d_model=32, num_heads=2, encoder_layers=1, fusion_layers=1, decoder_layers=2,
-                 num_queries=8, mask_dim=16, max_text_tokens=16),
-    "small": dict(image_size=256, d_model=96, num_heads=4, encoder_layers=1, decoder_layers=2, num_queries=16),
-    "base": dict(),
+                 num_queries=8, mask_dim=16, max_text_tokens=16, concept_map=True, concept_hidden=16),
+    "small": dict(image_size=256, d_model=96, num_heads=4, encoder_layers=1, decoder_layers=2, num_queries=16,
+                  concept_map=True),
+    "base": dict(concept_map=True),
+    # the shipped model of stop 8 (sam-lite-base before the concept map)
+    "base-v1": dict(),
 }

@@ -4,9 +4,12 @@
 
 * **Segment**: an image, a text prompt ("red car"; several separated by commas), a score threshold -> one coloured
   layer per instance and the presence probability of each concept.
-* **Attention**: the Q/K/V story made visible. For the best object queries of a prompt, each decoder layer's
-  cross-attention over the image (heat maps on the photo) and over the prompt's words (bar chart); and the image
-  encoder's self-attention from any patch you click on.
+* **Attention**: the Q/K/V story made visible. First the prompt's **concept map**: P(prompt | pixel) from the image
+  encoder's per-pixel concept embedding, a heat map on the photo on an absolute 0..1 scale (the first place where
+  the model says which patches are relevant to the words; hidden for checkpoints without a concept map). Then, for
+  the best object queries of the prompt, each decoder layer's cross-attention over the image (heat maps on the
+  photo) and over the prompt's words (bar chart); and the image encoder's self-attention from any patch you click
+  on.
 
 One :class:`SamLitePredictor` is shared by every visitor, guarded by a lock; the image embedding is kept and reused
 while the same image (by content hash) keeps coming back, so a new prompt on the same photo costs only the decoder.
@@ -107,7 +110,8 @@ class SegmentationService:
         self.image_encodings = 0  # how many times an image embedding was computed (tests read it)
 
     def predict(self, image: Image.Image, key: str, prompts: list[str], threshold: float,
-                return_attention: bool = False) -> tuple[list[PredictionResult], bool]:
+                return_attention: bool = False, return_concept_map: bool = False
+                ) -> tuple[list[PredictionResult], bool]:
         """-> (one result per prompt, whether the cached embedding was reused)."""
         with self._lock:
             cached = self._key == key and self.predictor.is_image_set
@@ -117,7 +121,8 @@ class SegmentationService:
                 self._key = key
                 self.image_encodings += 1
             results = self.predictor.predict(prompts, score_threshold=float(threshold),
-                                             return_attention=return_attention, max_instances=MAX_INSTANCES)
+                                             return_attention=return_attention, max_instances=MAX_INSTANCES,
+                                             return_concept_map=return_concept_map)
         return results, cached
 
     def warm_up(self) -> None:
@@ -190,19 +195,38 @@ def heat_overlay(photo: Image.Image, grid_map: np.ndarray, meta: ImageMeta, alph
     and resized to the photo. Colours are scaled per map (its largest weight is brightest); the more weight a
     patch has, the more of the heat colour covers it (up to ``alpha``), so ignored patches stay visible but dim.
     """
-    import matplotlib
-
     m = torch.as_tensor(np.asarray(grid_map, dtype=np.float32))[None, None]
     s = meta.input_size
     rh, rw = meta.resized_size
     m = F.interpolate(m, size=(s, s), mode="nearest")[..., :rh, :rw]
     m = F.interpolate(m, size=(photo.height, photo.width), mode="nearest")[0, 0].numpy()
-    m = m / max(float(m.max()), 1e-12)
-    heat = matplotlib.colormaps["inferno"](m)[..., :3]
-    base = np.asarray(photo, dtype=np.float32) / 255.0
-    a = (0.3 + (alpha - 0.3) * m)[..., None] if alpha > 0.3 else alpha
-    out = Image.fromarray((np.clip((1 - a) * base + a * heat, 0, 1) * 255).astype(np.uint8))
+    out = _blend_heat(photo, m / max(float(m.max()), 1e-12), alpha)
     return mark_point(out, point) if point is not None else out
+
+
+def _blend_heat(photo: Image.Image, m: np.ndarray, alpha: float) -> Image.Image:
+    """``m`` [H, W] in 0..1 (photo size) drawn over ``photo`` in the inferno colours; heat covers up to ``alpha``."""
+    import matplotlib
+
+    m = np.clip(np.asarray(m, dtype=np.float32), 0.0, 1.0)
+    heat = matplotlib.colormaps["inferno"](m)[..., :3]
+    base = np.asarray(photo.convert("RGB"), dtype=np.float32) / 255.0
+    a = (0.3 + (alpha - 0.3) * m)[..., None] if alpha > 0.3 else alpha
+    return Image.fromarray((np.clip((1 - a) * base + a * heat, 0, 1) * 255).astype(np.uint8))
+
+
+def probability_overlay(photo: Image.Image, prob_map, alpha: float = 0.75) -> Image.Image:
+    """A probability map [H', W'] over the whole photo (any size: resized to ``photo``) drawn as a heat map.
+
+    Unlike :func:`heat_overlay` the colour scale is absolute, 0 (dark, photo dimmed) to 1 (bright yellow), not
+    normalised per map: where the probability is low everywhere the overlay stays empty instead of showing
+    amplified noise.
+    """
+    m = torch.as_tensor(np.asarray(prob_map, dtype=np.float32))
+    if tuple(m.shape) != (photo.height, photo.width):
+        m = F.interpolate(m[None, None], size=(photo.height, photo.width), mode="bilinear",
+                          align_corners=False)[0, 0]
+    return _blend_heat(photo, m.numpy(), alpha)
 
 
 def mark_point(photo: Image.Image, point: tuple[float, float]) -> Image.Image:
@@ -269,6 +293,27 @@ class AttentionView:
     prompt: str
 
 
+@dataclass
+class ConceptView:
+    """The prompt's concept map as the Attention tab shows it (``image`` None: the checkpoint has none)."""
+
+    image: Image.Image | None
+    caption: str
+
+
+def concept_view(photo: Image.Image, concept_map, prompt: str) -> ConceptView:
+    """P(prompt | pixel) [H, W] (or None) -> the heat map on ``photo`` (absolute 0..1 colours) and its caption."""
+    if concept_map is None:
+        return ConceptView(None, "<sub>This checkpoint has no concept map (it was trained without one), so there is "
+                                 "no per-pixel P(prompt | pixel) to show; the attention maps below still are.</sub>")
+    m = torch.as_tensor(concept_map).float().clamp(0, 1)
+    peak, share = float(m.max()), float((m > 0.5).float().mean())
+    caption = (f"**concept map: where '{prompt}' is, by the image encoder's concept map (P(prompt | pixel))**. "
+               f"Max probability {peak:.2f}; {share:.0%} of the photo above 0.5. Colours on an absolute scale, "
+               f"dark = 0 to bright yellow = 1, so a concept that is nowhere leaves the photo evenly dimmed.")
+    return ConceptView(probability_overlay(photo, m), caption)
+
+
 def _layers(attention: dict, prefix: str, suffix: str) -> list[torch.Tensor]:
     found = {}
     for k, v in attention.items():
@@ -304,15 +349,16 @@ def segment(service: SegmentationService, image, text: str, threshold: float):
 
 
 def explain(service: SegmentationService, image, prompt: str, threshold: float, n_queries: int):
-    """Attention of the best object queries for one prompt.
+    """The concept map and the attention of the best object queries for one prompt (one forward pass).
 
-    -> (image gallery [(tile, caption)], word bar chart, AttentionView, caption markdown).
+    -> (image gallery [(tile, caption)], word bar chart, AttentionView, caption markdown, ConceptView: the
+    prompt's concept map on the photo, image None for a checkpoint without one).
     """
     require_image(image)
     prompts = parse_prompts(prompt)
     prompt = prompts[0]
     photo, key = prepare_image(image)
-    (r,), _ = service.predict(photo, key, [prompt], threshold, return_attention=True)
+    (r,), _ = service.predict(photo, key, [prompt], threshold, return_attention=True, return_concept_map=True)
     att = r.attention
     meta, grid, tokens = att["meta"], tuple(att["grid"]), list(att["tokens"])
     h, w = grid
@@ -345,7 +391,7 @@ def explain(service: SegmentationService, image, prompt: str, threshold: float, 
     caption = (f"**{prompt}**: presence {r.presence:.2f}, {found}. Rows: the presence token, then the "
                f"{len(queries)} best object queries; columns: decoder layers 1 to {len(img_layers)}. "
                f"Token grid {h}x{w} (one cell = one 16 px patch of the {meta.input_size} px model input).")
-    return gallery, chart, view, caption
+    return gallery, chart, view, caption, concept_view(photo, r.concept_map, prompt)
 
 
 def patch_attention(view: AttentionView, x: float, y: float):
@@ -384,6 +430,11 @@ Upload a photo (or pick an example), type what to find (**red car**; several thi
 **Segment**. Every instance gets its own layer; the presence probability says whether the concept is in the photo at
 all. The **Attention** tab shows how the model found it."""
 
+CONCEPT_TEXT = """**Concept map: which patches are relevant to the words.** Once per image, the image encoder paints
+every 8 px cell with an embedding in the same sentence space as the text encoder's prompt embedding; comparing the
+prompt with the concepts the map knows gives P(prompt | pixel). The decoder reads this map as a prior before any
+query looks at the image."""
+
 QKV_IMAGE = """**Object queries look at the image** (decoder image cross-attention). **Q**: the object query, a learned
 slot that asks "is my object here?"; **K**: every image patch, compared with the query to decide how relevant it is;
 **V**: what each patch passes on to the query. Bright = the patches this query listened to. The presence token is a
@@ -412,18 +463,20 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
 
     @user_errors
     def on_explain(image, prompt, threshold, n_queries):
-        gallery, chart, view, caption = explain(service, image, prompt, threshold, n_queries)
+        gallery, chart, view, caption, concept = explain(service, image, prompt, threshold, n_queries)
         marked, self_gallery, words, self_caption = patch_attention(view, view.photo.width / 2,
                                                                     view.photo.height / 2)
-        return gallery, chart, caption, view, marked, self_gallery, words, self_caption
+        concept_image = gr.Image(value=concept.image, visible=concept.image is not None)
+        return (concept_image, concept.caption, gallery, chart, caption, view, marked, self_gallery, words,
+                self_caption)
 
     def on_tab(image, prompt, threshold, n_queries):
         if image is None or not (prompt or "").strip():
-            return [gr.skip()] * 8
+            return [gr.skip()] * len(explain_outputs)
         try:
             return on_explain(image, prompt, threshold, n_queries)
         except gr.Error:
-            return [gr.skip()] * 8
+            return [gr.skip()] * len(explain_outputs)
 
     @user_errors
     def on_click(view, evt: gr.SelectData):
@@ -458,6 +511,11 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
                 n_queries = gr.Slider(1, 4, value=2, step=1, label="Object queries to show")
                 explain_btn = gr.Button("Show attention", variant="primary")
             attn_caption = gr.Markdown(elem_id="attn-caption")
+            gr.Markdown(CONCEPT_TEXT)
+            concept_image = gr.Image(label="Concept map: P(prompt | pixel) on the photo", type="pil",
+                                     interactive=False, elem_id="concept-map", height=420,
+                                     visible=bool(getattr(config, "concept_map", False)))
+            concept_caption = gr.Markdown(elem_id="concept-caption")
             gr.Markdown(QKV_IMAGE)
             attn_gallery = gr.Gallery(label="Cross-attention over the image (rows: presence token, then queries; "
                                       "columns: decoder layers)", elem_id="attn-gallery",
@@ -481,8 +539,8 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
         seg_inputs = [image, prompt, threshold]
         run.click(on_segment, seg_inputs, [result, summary, attn_prompt], api_name="segment")
         prompt.submit(on_segment, seg_inputs, [result, summary, attn_prompt], api_name=False)
-        explain_outputs = [attn_gallery, word_chart, attn_caption, view_state, click_photo, self_gallery,
-                           patch_words, self_caption]
+        explain_outputs = [concept_image, concept_caption, attn_gallery, word_chart, attn_caption, view_state,
+                           click_photo, self_gallery, patch_words, self_caption]
         explain_inputs = [image, attn_prompt, threshold, n_queries]
         explain_btn.click(on_explain, explain_inputs, explain_outputs, api_name="attention")
         attn_tab.select(on_tab, explain_inputs, explain_outputs, api_name=False)

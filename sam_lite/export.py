@@ -10,8 +10,9 @@ Files written to ``--out``:
 
 * ``image_encoder.onnx``: ``pixel_values [B,3,S,S]`` (preprocessed as by :class:`sam_lite.SamLiteProcessor`) ->
   ``image_tokens [B,N,D]`` (N = (S/16)^2), ``pixel_features [B,mask_dim,S/4,S/4]`` and, when the config uses the
-  ImageNet prior, ``class_logits [B,1000,S/32,S/32]``.
-* ``prompt_decoder.onnx``: ``image_tokens``, ``pixel_features``, [``class_logits``], ``text_features [B,T,384]``
+  ImageNet prior, ``class_logits [B,1000,S/32,S/32]``, and with the concept map ``concept_embedding [B,384,S/8,S/8]``.
+* ``prompt_decoder.onnx``: ``image_tokens``, ``pixel_features``, [``class_logits``], [``concept_embedding``],
+  ``text_features [B,T,384]``
   (MiniLM last hidden states), ``text_padding_mask [B,T]`` (bool, True = padding), ``sentence [B,384]``
   (normalised mean pool, used by the prior) -> ``pred_logits [B,K]``, ``pred_masks [B,K,S/4,S/4]``,
   ``pred_boxes [B,K,4]`` (normalised cxcywh of the padded input), ``presence_logits [B]``, ``scores [B,K]``
@@ -50,19 +51,23 @@ OPTIONAL_DECODER_OUTPUTS = ("pred_semantic",)
 VERIFY_ATOL = 1e-3  # max abs difference main() accepts between onnxruntime and PyTorch (float32: ~1e-5 is typical)
 
 
+def image_outputs(config: SamLiteConfig) -> list[str]:
+    """Embedding keys the image encoder graph returns beyond tokens and pixel features, in order."""
+    return (["class_logits"] if config.use_imagenet_prior else []) + \
+        (["concept_embedding"] if config.concept_map else [])
+
+
 class ImageEncoderAdapter(nn.Module):
-    """pixel_values -> (image_tokens, pixel_features[, class_logits]) as a tuple of tensors."""
+    """pixel_values -> (image_tokens, pixel_features[, class_logits][, concept_embedding]) as a tuple of tensors."""
 
     def __init__(self, model: SamLiteModel) -> None:
         super().__init__()
         self.image_encoder = model.image_encoder
-        self.use_prior = model.config.use_imagenet_prior
+        self.extra = image_outputs(model.config)
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
         emb = self.image_encoder(pixel_values)
-        if self.use_prior:
-            return emb["tokens"], emb["pixel_features"], emb["class_logits"]
-        return emb["tokens"], emb["pixel_features"]
+        return (emb["tokens"], emb["pixel_features"], *(emb[k] for k in self.extra))
 
 
 class PromptDecoderAdapter(nn.Module):
@@ -76,6 +81,7 @@ class PromptDecoderAdapter(nn.Module):
         super().__init__()
         self.model = model
         self.use_prior = model.config.use_imagenet_prior
+        self.extra = image_outputs(model.config)
         g = model.config.image_size // 16
         self.grid = (g, g)
         self.register_buffer("pos", sine_position_encoding_2d(g, g, model.config.d_model), persistent=False)
@@ -83,12 +89,11 @@ class PromptDecoderAdapter(nn.Module):
             model.prior._class_embeddings(self.pos)
 
     def forward(self, image_tokens: Tensor, pixel_features: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
-        if self.use_prior:
-            class_logits, text_features, text_padding_mask, sentence = rest
-        else:
-            (text_features, text_padding_mask, sentence), class_logits = rest, None
+        n = len(self.extra)
+        extra, (text_features, text_padding_mask, sentence) = dict(zip(self.extra, rest[:n])), rest[n:]
         emb = {"tokens": image_tokens, "pos": self.pos.to(image_tokens.dtype), "grid": self.grid,
-               "pixel_features": pixel_features, "class_logits": class_logits, "attentions": []}
+               "pixel_features": pixel_features, "class_logits": extra.get("class_logits"),
+               "concept_embedding": extra.get("concept_embedding"), "attentions": []}
         text = {"features": text_features, "padding_mask": text_padding_mask, "sentence": sentence}
         # pair i with image i (explicit index: no data-dependent branch in the traced graph)
         index = torch.arange(image_tokens.shape[0], device=image_tokens.device)
@@ -115,13 +120,13 @@ class TextEncoderAdapter(nn.Module):
 
 
 def image_encoder_io(config: SamLiteConfig) -> tuple[list[str], list[str], dict]:
-    outputs = ["image_tokens", "pixel_features"] + (["class_logits"] if config.use_imagenet_prior else [])
+    outputs = ["image_tokens", "pixel_features"] + image_outputs(config)
     dyn = {name: {0: "batch"} for name in ["pixel_values", *outputs]}
     return ["pixel_values"], outputs, dyn
 
 
 def prompt_decoder_io(config: SamLiteConfig, optional: tuple[str, ...] = ()) -> tuple[list[str], list[str], dict]:
-    inputs = ["image_tokens", "pixel_features"] + (["class_logits"] if config.use_imagenet_prior else []) + [
+    inputs = ["image_tokens", "pixel_features"] + image_outputs(config) + [
         "text_features", "text_padding_mask", "sentence"]
     outputs = ["pred_logits", "pred_masks", "pred_boxes", "presence_logits", "scores", *optional]
     dyn = {name: {0: "batch"} for name in inputs + outputs}
@@ -265,8 +270,7 @@ def run_pytorch(model: SamLiteModel, ex: dict[str, Tensor]) -> dict[str, Tensor]
     text = {"features": ex["text_features"], "padding_mask": ex["text_padding_mask"], "sentence": ex["sentence"]}
     out = model.decode(emb, text, image_index=torch.arange(ex["pixel_values"].shape[0]))
     res = {"image_tokens": emb["tokens"], "pixel_features": emb["pixel_features"]}
-    if model.config.use_imagenet_prior:
-        res["class_logits"] = emb["class_logits"]
+    res.update({k: emb[k] for k in image_outputs(model.config)})
     res.update({k: out[k] for k in ("pred_logits", "pred_masks", "pred_boxes", "presence_logits")})
     res["scores"] = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
     res.update({k: out[k] for k in OPTIONAL_DECODER_OUTPUTS if k in out})

@@ -22,6 +22,8 @@ class PredictionResult:
     boxes: Tensor  # float [N, 4] xyxy pixels
     presence: float  # probability that the concept is in the image
     attention: dict | None = field(default=None, repr=False)
+    # P(prompt | pixel) [H, W] from the concept map, at the original image size (predict(return_concept_map=True))
+    concept_map: Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.scores.numel())
@@ -128,8 +130,11 @@ class SamLitePredictor:
     @torch.inference_mode()
     def predict(self, prompt: str | list[str], score_threshold: float | None = None, return_attention: bool = False,
                 mask_threshold: float = 0.0, max_instances: int | None = None,
-                nms_iou: float = 0.6) -> PredictionResult | list[PredictionResult]:
-        """Segment every instance of each prompt. One string -> one result; a list -> a list of results."""
+                nms_iou: float = 0.6, return_concept_map: bool = False) -> PredictionResult | list[PredictionResult]:
+        """Segment every instance of each prompt. One string -> one result; a list -> a list of results.
+
+        ``return_concept_map``: also return the prompt's heat map on the image's concept map, P(prompt | pixel)
+        [H, W] at the photo's size (models trained with ``concept_map``; otherwise ``None``)."""
         if not self.is_image_set:
             raise ValueError("no image set: call set_image(image) before predict(prompt)")
         single = isinstance(prompt, str)
@@ -182,7 +187,10 @@ class SamLitePredictor:
                 attention = {k: v[i] for k, v in out["attentions"].items()}
                 attention.update(grid=out["grid"], query_order=(order + 1).tolist(), query_scores=scores[i].tolist(),
                                  tokens=self.model.text_encoder.word_tokens(p), meta=self._meta)
+            concept_map = None
+            if return_concept_map and "concept_prompt_map" in out:
+                concept_map = self.processor.postprocess_masks(out["concept_prompt_map"][i][None], self._meta)[0]
             results.append(PredictionResult(prompt=" ".join(p.split()), masks=masks, scores=inst_scores,
                                             boxes=boxes_from_masks(masks, head_boxes), presence=float(presence[i]),
-                                            attention=attention))
+                                            attention=attention, concept_map=concept_map))
         return results[0] if single else results

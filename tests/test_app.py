@@ -82,7 +82,13 @@ def test_bad_input_is_a_clear_error(client, image, prompt, message):
 
 def test_attention_view_returns_images(client):
     out = client.predict(handle_file(str(DOGS)), "black dog", 0.0, 2, api_name="/attention")
-    gallery, chart, caption, photo, self_gallery, words, self_caption = out
+    concept, concept_caption, gallery, chart, caption, photo, self_gallery, words, self_caption = out
+    # first the prompt's concept map (the tiny checkpoint has one), drawn on the photo at its size
+    assert concept["visible"] is True
+    with Image.open(concept["value"]) as im:
+        assert im.size == (640, 480)
+    assert "concept map: where 'black dog' is, by the image encoder's concept map (P(prompt | pixel))" in concept_caption
+    assert re.search(r"Max probability \d\.\d\d", concept_caption), concept_caption
     # presence token + 2 queries, for each of the tiny model's 2 decoder layers
     assert len(gallery) == 3 * 2
     assert [g["caption"] for g in gallery][:2] == ["presence token · decoder layer 1", "presence token · decoder layer 2"]
@@ -96,6 +102,111 @@ def test_attention_view_returns_images(client):
     assert len(self_gallery) == 1  # the tiny model has one encoder layer
     assert "black dog" in caption and "presence" in caption
     assert "token grid" in self_caption
+
+
+class ConceptMapService:
+    """A SegmentationService whose concept map is replaced by ``concept_map(photo) -> [H, W]``; counts the calls."""
+
+    def __init__(self, service, concept_map):
+        self.service, self.concept_map, self.calls = service, concept_map, []
+
+    def predict(self, image, key, prompts, threshold, **kwargs):
+        self.calls.append(kwargs)
+        results, cached = self.service.predict(image, key, prompts, threshold, **kwargs)
+        for r in results:
+            r.concept_map = self.concept_map(image)
+        return results, cached
+
+
+@pytest.fixture(scope="module")
+def service(tiny_checkpoint):
+    from sam_lite import SamLitePredictor
+    from sam_lite.demo import SegmentationService
+
+    return SegmentationService(SamLitePredictor.from_pretrained(tiny_checkpoint))
+
+
+def test_explain_shows_the_concept_map_on_the_photo(service):
+    import torch
+
+    from sam_lite.demo import explain
+
+    # the real concept map of the tiny checkpoint: one forward pass asked for it, the image has the photo's size
+    calls = []
+    original = service.predict
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    service.predict = spy
+    try:
+        gallery, _, view, _, concept = explain(service, str(DOGS), "dog", 0.0, 2)
+    finally:
+        del service.predict
+    assert calls == [{"return_attention": True, "return_concept_map": True}]
+    assert concept.image is not None and concept.image.size == view.photo.size == (640, 480)
+    assert "concept map: where 'dog' is" in concept.caption and "Max probability" in concept.caption
+    assert len(gallery) == 3 * 2
+
+    # a map that is 0.9 on the left half and 0 on the right: bright left, dim right, on an absolute scale
+    def halves(photo):
+        m = torch.zeros(photo.height, photo.width)
+        m[:, : photo.width // 2] = 0.9
+        return m
+
+    fake = ConceptMapService(service, halves)
+    *_, concept = explain(fake, str(STREET), "bus", 0.0, 1)
+    assert len(fake.calls) == 1 and fake.calls[0]["return_concept_map"] is True
+    heat = np.asarray(concept.image, dtype=np.float32)
+    photo = np.asarray(Image.open(STREET).convert("RGB"), dtype=np.float32)
+    assert heat.shape == photo.shape
+    w = heat.shape[1]
+    assert heat.std() > 10  # not a constant image
+    left, right = heat[:, : w // 2 - 8], heat[:, w // 2 + 8:]
+    assert left.mean() > right.mean() + 40, (left.mean(), right.mean())
+    # the unlit half is the photo, evenly dimmed: no per-map normalisation turns "nowhere" into heat
+    assert np.abs(right - 0.7 * photo[:, w // 2 + 8:]).mean() < 3
+    assert "Max probability 0.90" in concept.caption and "50% of the photo above 0.5" in concept.caption
+
+
+def test_concept_map_colours_are_absolute():
+    from sam_lite.demo import probability_overlay
+
+    photo = Image.new("RGB", (64, 48), (100, 150, 200))
+    faint = np.asarray(probability_overlay(photo, np.full((12, 16), 0.02, np.float32)), dtype=np.float32)
+    zero = np.asarray(probability_overlay(photo, np.zeros((48, 64), np.float32)), dtype=np.float32)
+    sure = np.asarray(probability_overlay(photo, np.ones((6, 8), np.float32)), dtype=np.float32)
+    assert faint.shape == zero.shape == sure.shape == (48, 64, 3)  # any map size is resized to the photo
+    assert np.abs(faint - zero).max() < 6  # a faint map stays faint, it is not stretched to full brightness
+    assert sure[..., 0].mean() > zero[..., 0].mean() + 100  # certainty is bright (inferno's yellow)
+
+
+def test_checkpoint_without_concept_map_hides_it(tmp_path):
+    import gradio as gr
+    import torch
+
+    from sam_lite import SamLiteConfig, SamLiteModel, SamLitePredictor
+    from sam_lite.demo import SegmentationService, build_demo, explain
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        SamLiteModel(SamLiteConfig.from_preset("tiny", concept_map=False)).save_pretrained(tmp_path)
+    predictor = SamLitePredictor.from_pretrained(tmp_path)
+    assert not predictor.model.config.concept_map
+    service = SegmentationService(predictor)
+    gallery, chart, view, caption, concept = explain(service, str(DOGS), "dog", 0.0, 1)
+    assert concept.image is None and "no concept map" in concept.caption
+    assert len(gallery) == 2 * 2 and "dog" in caption  # the attention views still work
+
+    demo = build_demo(service)
+    component = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "concept-map")
+    assert component.visible is False
+    handler = next(f for f in demo.fns.values() if f.api_name == "attention")
+    out = handler.fn(str(DOGS), "dog", 0.0, 1)
+    assert isinstance(out[0], gr.Image) and out[0].visible is False and out[0].value is None
+    assert "no concept map" in out[1]
+    assert len(out[2]) == 2 * 2
 
 
 def test_twenty_concurrent_requests_all_answered(demo_url):

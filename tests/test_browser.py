@@ -83,3 +83,25 @@ def test_missing_image_shows_a_message_not_a_traceback(page):
     page.get_by_role("button", name="Segment").click()
     page.get_by_text("Please upload an image").first.wait_for()
     assert "Traceback" not in page.content()
+
+
+def test_attention_tab_shows_the_concept_map(page):
+    from playwright.sync_api import expect
+
+    page.get_by_text("yellow car, white car, bus").first.click()  # the example fills the image (and prompt)
+    expect(page.get_by_label("What to segment")).to_have_value("yellow car, white car, bus", timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Attention").click()
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("bus")
+    prompt.press("Enter")
+    page.get_by_role("button", name="Show attention").click()
+    concept = page.locator("#concept-map")
+    page.locator("#concept-caption").get_by_text("concept map: where 'bus' is").wait_for()
+    expect(concept).to_be_visible(timeout=TIMEOUT_MS)
+    img = concept.locator("img").first
+    expect(img).to_be_visible(timeout=TIMEOUT_MS)
+    src = img.get_attribute("src")
+    assert src and src.strip(), src
+    # the image actually loaded (a broken src has no natural size)
+    assert img.evaluate("el => el.complete && el.naturalWidth") == 640
+    assert "Max probability" in page.locator("#concept-caption").inner_text()

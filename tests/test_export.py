@@ -67,8 +67,8 @@ def test_files_and_manifest(exported):
     assert SamLiteConfig.load(out / "config.json") == model.config
     dec = ort.InferenceSession(str(paths["prompt_decoder"]), providers=["CPUExecutionProvider"])
     names = [i.name for i in dec.get_inputs()]
-    assert names == ["image_tokens", "pixel_features", "class_logits", "text_features", "text_padding_mask",
-                     "sentence"]
+    assert names == ["image_tokens", "pixel_features", "class_logits", "concept_embedding", "text_features",
+                     "text_padding_mask", "sentence"]
     outputs = [o.name for o in dec.get_outputs()]
     assert outputs[:5] == ["pred_logits", "pred_masks", "pred_boxes", "presence_logits", "scores"]
     assert set(outputs[5:]) <= {"pred_semantic"}

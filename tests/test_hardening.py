@@ -77,8 +77,8 @@ def _png_header_only(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def _masks_shape(predictor, prompt="car"):
-    result = predictor.predict(prompt, score_threshold=0.0, max_instances=2)
+def _masks_shape(predictor, prompt="car", mask_threshold=0.0):
+    result = predictor.predict(prompt, score_threshold=0.0, max_instances=2, mask_threshold=mask_threshold)
     assert len(result) >= 1 and result.masks.dtype == torch.bool
     assert torch.isfinite(result.scores).all() and torch.isfinite(result.boxes).all()
     return tuple(result.masks.shape[1:])
@@ -144,7 +144,8 @@ def test_truncated_jpeg_when_pil_allows_it(predictor, tmp_path, monkeypatch):
                          ids=["pil", "numpy"])
 def test_one_pixel_image(predictor, image):
     predictor.set_image(image)
-    assert _masks_shape(predictor) == (1, 1)
+    # a random-weight model's masks may all miss the one pixel: a mask threshold far below any logit keeps them
+    assert _masks_shape(predictor, mask_threshold=-1e4) == (1, 1)
 
 
 def test_huge_image_is_downscaled(predictor):

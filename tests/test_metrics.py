@@ -12,6 +12,7 @@ import torch
 from sam_lite.evaluation.metrics import (APSample, SegmentationMetrics, choose_threshold, ciou, coco_mask_ap,
                                          encode_masks, giou, intersection_union, matthews_corrcoef, mcc_from_counts,
                                          presence_accuracy, roc_auc, sample_iou)
+from sam_lite.evaluation.instance_matching import mask_iou_matrix, match_counts, prf_from_counts
 
 
 def box_mask(h, w, y0, y1, x0, x1):
@@ -149,6 +150,61 @@ def test_calibration_picks_the_obvious_threshold():
     assert 0.2 < p["threshold"] <= 0.7 and p["value"] == pytest.approx(1.0)
 
 
+# --- instance F1 at IoU 0.5 ------------------------------------------------------------------------------------
+def f1_case():
+    """2 GT (25 px each), 3 predictions: a perfect match of A, IoU 10/25 = 0.4 with B, one on empty background."""
+    gt_a, gt_b = box_mask(10, 10, 0, 5, 0, 5), box_mask(10, 10, 5, 10, 5, 10)
+    exact, weak, background = gt_a, box_mask(10, 10, 5, 7, 5, 10), box_mask(10, 10, 0, 2, 7, 10)
+    return stack(gt_a, gt_b), stack(exact, weak, background)
+
+
+def test_instance_matching_by_hand():
+    gt, pred = f1_case()
+    iou = mask_iou_matrix(pred, gt)
+    np.testing.assert_allclose(iou, [[1.0, 0.0], [0.0, 0.4], [0.0, 0.0]])
+    assert match_counts(iou) == (1, 2, 1)
+    assert prf_from_counts(1, 2, 1) == pytest.approx((1 / 3, 1 / 2, 0.4))  # F1 = 2 / (2 + 2 + 1)
+    # one-to-one: two predictions covering the same GT well (IoU 1 and 16/20) -> one TP, one FP
+    one = box_mask(4, 5, 0, 4, 0, 5)
+    both = mask_iou_matrix(stack(one, box_mask(4, 5, 0, 4, 0, 4)), stack(one))
+    np.testing.assert_allclose(both, [[1.0], [0.8]])
+    assert match_counts(both) == (1, 1, 0)
+    # maximum *total* IoU, not greedy: greedy would take the 0.6 pair and leave the other at 0.0 (TP 1)
+    assert match_counts(np.array([[0.6, 0.55], [0.58, 0.0]])) == (2, 0, 0)
+    assert match_counts(np.zeros((0, 2))) == (0, 0, 2) and match_counts(np.zeros((3, 0))) == (0, 3, 0)
+    assert all(math.isnan(v) for v in prf_from_counts(0, 0, 0))
+
+
+def test_instance_f1_accumulated_per_group_and_threshold():
+    gt, pred = f1_case()
+    empty = torch.zeros(0, 10, 10, dtype=torch.bool)
+    m = SegmentationMetrics(threshold=0.5, thresholds=[0.1, 0.25, 0.75], compute_ap=False)
+    # predictions passed out of score order: background 0.2, exact 0.6, weak 0.3
+    m.update("category", pred[[2, 0, 1]], torch.tensor([0.2, 0.6, 0.3]), 0.9, gt, image_id=1, prompt="dog")
+    m.update("negative", stack(box_mask(10, 10, 0, 1, 0, 1)), torch.tensor([0.4]), 0.5, empty, 1, "cat")
+    m.update("negative", empty, torch.zeros(0), 0.1, empty, 2, "cat")  # contributes nothing
+    low = m.compute(0.1)
+    assert low["category"]["F1_50"] == pytest.approx(0.4)  # TP 1, FP 2, FN 1
+    assert low["category"]["inst_precision_50"] == pytest.approx(1 / 3)
+    assert low["category"]["inst_recall_50"] == pytest.approx(1 / 2)
+    assert low["negative"]["F1_50"] == 0.0 and low["negative"]["inst_precision_50"] == 0.0  # FP 1
+    assert math.isnan(low["negative"]["inst_recall_50"])
+    assert low["all"]["F1_50"] == pytest.approx(2 / (2 + 3 + 1))  # micro-average over the three samples
+    # above the background (0.2) and negative (0.4) scores: TP 1, FP 1 (weak), FN 1 at 0.25; TP 1, FN 1 at 0.5
+    assert m.compute(0.25)["category"]["F1_50"] == pytest.approx(2 / 4)
+    assert m.compute(0.25)["all"]["F1_50"] == pytest.approx(2 / 5)
+    r = m.compute()
+    assert r["all"]["F1_50"] == pytest.approx(2 / 3) and r["category"]["inst_precision_50"] == pytest.approx(1.0)
+    assert all(math.isnan(r["negative"][k]) for k in ("F1_50", "inst_precision_50", "inst_recall_50"))
+    assert m.compute(0.75)["all"]["F1_50"] == 0.0  # nothing kept: TP 0, FN 2
+    c = m.calibrate("F1_50")
+    assert c["threshold"] == 0.5 and c["value"] == pytest.approx(2 / 3)
+    assert c["curve"] == pytest.approx({"0.10": 1 / 3, "0.25": 0.4, "0.50": 2 / 3, "0.75": 0.0})
+    only_empty = SegmentationMetrics(compute_ap=False)
+    only_empty.update("negative", empty, torch.zeros(0), 0.1, empty, 1, "cat")
+    assert math.isnan(only_empty.compute()["all"]["F1_50"])
+
+
 # --- evaluation loop on fakes -----------------------------------------------------------------------------------
 @dataclass
 class FakeSample:
@@ -207,8 +263,9 @@ def test_evaluate_loop_and_cli_table(tmp_path):
     m = res["metrics"]
     assert m["all"]["n"] == 4 and m["all"]["gIoU"] == pytest.approx(1.0) and m["category"]["AP"] == pytest.approx(1.0)
     assert res["calibration"]["best_gIoU"]["value"] == pytest.approx(1.0)
+    assert m["all"]["F1_50"] == pytest.approx(1.0) and math.isnan(m["negative"]["F1_50"])  # junk scores 0.2 < 0.5
     assert res["calibration"]["best_gIoU"]["curve"]["0.20"] == pytest.approx(0.5)
     assert res["latency_ms"]["set_image"]["mean"] >= 0
     table = format_table(m)
-    assert "gIoU" in table and "negative" in table
+    assert "gIoU" in table and "negative" in table and "F1@.5" in table
     json.dumps(_json_safe(res))  # NaNs become null: valid JSON

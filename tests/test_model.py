@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from sam_lite import SamLiteConfig, SamLiteModel, SamLitePredictor
-from sam_lite.modeling.image_encoder import EfficientNetLite0
+from sam_lite.modeling.image_encoder import EfficientNetLite
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_partial_backbone_fine_tuning_trains_and_saves_only_those_stages(tmp_pat
 
 
 def test_backbone_equals_package_weights(tiny_model):
-    packaged = EfficientNetLite0.load_pretrained_state_dict()
+    packaged = EfficientNetLite("lite0").load_pretrained_state_dict()
     ours = tiny_model.image_encoder.backbone.state_dict()
     assert set(ours) == set(packaged)
     for k, v in packaged.items():
@@ -342,7 +342,7 @@ def test_no_empty_masks_after_upsampling(tiny_model, monkeypatch):
 
 def test_fused_pixel_embedding_makes_mask_features_prompt_aware():
     """With ``fused_pixel_embedding`` the pixel embedding the mask heads read differs per prompt (through the fusion
-    layer's output); without it (and without the ImageNet prior) it is the same for every prompt. With the new
+    layer's output); without it (and without the ImageNet prior and the concept map) it is the same for every prompt. With the new
     projection at zero the model is exactly the one without it."""
     def pixel_embeddings(model, prompts):
         seen = []
@@ -355,8 +355,8 @@ def test_fused_pixel_embedding_makes_mask_features_prompt_aware():
         return seen[-1], out
 
     torch.manual_seed(0)
-    plain = SamLiteModel(SamLiteConfig.from_preset("tiny", use_imagenet_prior=False)).eval()
-    fused = SamLiteModel(SamLiteConfig.from_preset("tiny", use_imagenet_prior=False,
+    plain = SamLiteModel(SamLiteConfig.from_preset("tiny", use_imagenet_prior=False, concept_map=False)).eval()
+    fused = SamLiteModel(SamLiteConfig.from_preset("tiny", use_imagenet_prior=False, concept_map=False,
                                                    fused_pixel_embedding=True)).eval()
     fused.load_state_dict(plain.state_dict(), strict=False)
     px, _ = pixel_embeddings(plain, ["dog", "red car"])

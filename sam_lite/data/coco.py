@@ -3,6 +3,10 @@
 Works on any COCO-format dataset (``annotations.json`` + ``images/``): instance and panoptic-stuff categories become
 prompts ("sky-other-merged" -> "sky"). Stuff is only trusted on images marked ``stuff_labelled`` (when the key is
 absent, on images that carry any stuff annotation); elsewhere a stuff concept is never used as a negative.
+
+Partial labels follow LVIS: ``labelled_category_ids`` (presence or absence known), ``neg_category_ids`` (verified
+absent: the only source of negatives) and ``not_exhaustive_category_ids`` (present, not every instance annotated:
+never a positive target). An image without these fields is labelled exhaustively, as in COCO.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ class CocoConcepts:
     warning that gives the count (missing files, empty or invalid segmentations)."""
 
     def __init__(self, root: str | Path, annotation_file: str = "annotations.json", images_dir: str = "images",
-                 val_percent: int = 15) -> None:
+                 val_percent: int = 15, partial_labels: bool = True) -> None:
+        """``partial_labels=False`` ignores the LVIS fields (every photo counts as exhaustively labelled: an
+        ablation, wrong on partially labelled data)."""
         from pycocotools.coco import COCO
 
         self.root = Path(root)
@@ -68,6 +74,7 @@ class CocoConcepts:
             if not isinstance(data.get(key), list):
                 raise ValueError(f"{ann_path} is not COCO format: missing list '{key}'")
         self.images_dir = self.root / images_dir
+        self.partial_labels = partial_labels
         self.val_percent = val_percent
         skipped = {"missing image file": 0, "invalid annotation": 0}
         images = []
@@ -109,6 +116,38 @@ class CocoConcepts:
                 self.stuff_labelled[im["id"]] = any(not self.is_thing.get(a["category_id"], True)
                                                     for a in self.coco.imgToAnns[im["id"]])
         self.image_ids = sorted(image_ids)
+        # the concept map's vocabulary: every distinct concept name, in category-id order
+        self.vocabulary = list(dict.fromkeys(self.concepts[c] for c in sorted(self.categories)))
+        self._index_labels(images)
+
+    def _index_labels(self, images: list[dict]) -> None:
+        """Per image: labelled, negative and not-exhaustive category ids (LVIS fields, or COCO's exhaustive rule)."""
+        things = {c for c in self.categories if self.is_thing[c]}
+        stuff = set(self.categories) - things
+        self.labelled: dict[int, set[int]] = {}
+        self.negatives: dict[int, set[int]] = {}
+        self.not_exhaustive: dict[int, set[int]] = {}
+        for im in images:
+            iid = im["id"]
+            allowed = things | (stuff if self.stuff_labelled[iid] else set())  # stuff is never known elsewhere
+            lvis = self.partial_labels
+            labelled = set(im["labelled_category_ids"]) if lvis and "labelled_category_ids" in im \
+                else set(self.categories)
+            self.labelled[iid] = labelled & allowed
+            if lvis and "neg_category_ids" in im:
+                self.negatives[iid] = set(im["neg_category_ids"]) & self.labelled[iid]
+            else:
+                annotated = {a["category_id"] for a in self.coco.imgToAnns[iid]}
+                self.negatives[iid] = self.labelled[iid] - annotated
+            self.not_exhaustive[iid] = set(im.get("not_exhaustive_category_ids", []) if lvis else []) \
+                & self.labelled[iid]
+
+    def is_fully_labelled(self, image_id: int) -> bool:
+        """Every thing category is labelled on this image (the COCO-style photos; stuff may or may not be)."""
+        return all(c in self.labelled[image_id] for c in self.categories if self.is_thing[c])
+
+    def labelled_concepts(self, image_id: int) -> set[str]:
+        return {self.concepts[c] for c in self.labelled[image_id]}
 
     @staticmethod
     def _valid_segmentation(seg, hw) -> bool:
@@ -147,27 +186,43 @@ class CocoConcepts:
         return self.coco.imgToAnns[image_id]
 
     def concepts_in_image(self, image_id: int) -> tuple[dict[str, list[int]], set[str]]:
-        """(concept -> non-crowd annotation ids, concepts that only appear as crowd regions)."""
+        """(labelled concept -> non-crowd annotation ids, ambiguous concepts: present but not a fair target, i.e.
+        only crowd regions, or not exhaustively labelled)."""
         present: dict[str, list[int]] = {}
         crowd: set[str] = set()
-        stuff_ok = self.stuff_labelled.get(image_id, False)
+        labelled = self.labelled[image_id]
         for a in self.image_annotations(image_id):
             cid = a["category_id"]
-            if cid not in self.categories or (not self.is_thing[cid] and not stuff_ok):
+            if cid not in labelled:
                 continue
             name = self.concepts[cid]
             if a.get("iscrowd", 0):
                 crowd.add(name)
             else:
                 present.setdefault(name, []).append(a["id"])
-        return present, crowd - set(present)
+        ambiguous = (crowd - set(present)) | {self.concepts[c] for c in self.not_exhaustive[image_id]}
+        return {n: ids for n, ids in present.items() if n not in ambiguous}, ambiguous
 
     def negative_pool(self, image_id: int, exclude: set[str]) -> list[str]:
-        """Concepts safe to use as negatives on this image: absent, and stuff only where stuff is labelled."""
-        pool = list(self.thing_concepts)
-        if self.stuff_labelled.get(image_id, False):
-            pool += self.stuff_concepts
+        """Concepts safe to use as negatives on this image: verified absent (``neg_category_ids``, or for a COCO
+        dataset labelled and not annotated), stuff only where stuff is labelled."""
+        pool = sorted({self.concepts[c] for c in self.negatives[image_id]})
         return [c for c in pool if c not in exclude]
+
+    def dense_annotations(self, image_id: int) -> list[tuple[str, dict]]:
+        """(concept, annotation) for every annotation of a labelled category, crowd regions included: the pixels
+        the concept map is trained on."""
+        labelled = self.labelled[image_id]
+        return [(self.concepts[a["category_id"]], a) for a in self.image_annotations(image_id)
+                if a["category_id"] in labelled]
+
+    def sample_weight(self, image_id: int) -> float:
+        """Training sampling weight: photos that label few categories (person-only) count less, so they do not
+        crowd out the fully labelled ones: 1 for a fully labelled photo, else min(1, labelled categories / 10), at
+        least 0.1."""
+        if self.is_fully_labelled(image_id):
+            return 1.0
+        return min(1.0, max(0.1, len(self.labelled[image_id]) / 10))
 
     def instance_masks(self, sample: EvalSample) -> torch.Tensor:
         """Ground-truth masks of a sample, bool [N, H, W] at the original image size."""

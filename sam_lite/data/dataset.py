@@ -4,6 +4,11 @@ Augmentation (torchvision v2 on ``tv_tensors``): large-scale jitter (resize 0.3x
 crop/pad), horizontal flip, brightness/contrast only (a named colour is never changed), and copy-paste: real instance
 cut-outs from another training photo pasted onto this one, some recoloured by a hue shift. Colour labels are computed
 by the colour rule on the final augmented pixels, so they are exact by construction.
+
+Each item also carries the concept map's dense target at stride 4: per cell the vocabulary index of the labelled
+concept covering most of it, -1 where no labelled annotation covers it (then it belongs to one of ``dense_allowed``:
+the concepts this photo does not label, crowd-only or not exhaustively labelled concepts, or background) and -2 where
+it is padding or a boundary between concepts.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import random
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
+from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.ops import box_convert, masks_to_boxes
@@ -22,6 +29,7 @@ from .coco import NO_COLOUR, CocoConcepts
 from .colors import COLOURS, hsv_image, instance_colours
 
 MIN_AREA = 24  # px at model resolution: smaller remnants are dropped and their concept made ambiguous
+DENSE_STRIDE = 4  # the concept map's target resolution (its logits are upsampled from stride 8)
 
 
 class ConceptSegmentationDataset(Dataset):
@@ -57,32 +65,60 @@ class ConceptSegmentationDataset(Dataset):
 
     # --- loading --------------------------------------------------------------------------------------------
     def _load(self, image_id: int):
-        """(image uint8 [3,H,W], masks bool [n,H,W], concept per mask, concepts only present as crowd)."""
+        """(image uint8 [3,H,W], masks bool [n+1,H,W] (the last one: all True, the valid image area after padding),
+        concept per mask, crowd flag per mask, ambiguous concepts: crowd-only or not exhaustively labelled)."""
         if image_id in self._cache:
             return self._cache[image_id]
         rgb = torch.from_numpy(self.coco.load_rgb(image_id).copy()).permute(2, 0, 1)
-        present, crowd = self.coco.concepts_in_image(image_id)
+        _, ambiguous = self.coco.concepts_in_image(image_id)
         h0, w0 = rgb.shape[-2:]
         scale = min(1.0, self.max_side / max(h0, w0))
-        names, masks = [], []
-        for name, ids in present.items():
-            for i in ids:
-                names.append(name)
-                masks.append(torch.from_numpy(self.coco.ann_mask(self.coco.coco.anns[i])))
-        m = torch.stack(masks) if masks else torch.zeros((0, h0, w0), dtype=torch.bool)
+        names, crowd, masks = [], [], []
+        for name, ann in self.coco.dense_annotations(image_id):
+            names.append(name)
+            crowd.append(bool(ann.get("iscrowd", 0)))
+            masks.append(torch.from_numpy(self.coco.ann_mask(ann)))
+        masks.append(torch.ones((h0, w0), dtype=torch.bool))
+        m = torch.stack(masks)
         if scale < 1.0:  # nothing larger than the biggest jitter needs is kept
             size = (max(1, round(h0 * scale)), max(1, round(w0 * scale)))
             rgb = TF.resize(rgb, list(size), antialias=True)
             m = TF.resize(tv_tensors.Mask(m), list(size)).as_subclass(torch.Tensor).bool()
-        item = (rgb, m, names, crowd)
+        item = (rgb, m, names, crowd, ambiguous)
         if self.cache_images:
             self._cache[image_id] = item
         return item
 
     def _augmented(self, image_id: int):
-        rgb, masks, names, crowd = self._load(image_id)
+        rgb, masks, names, crowd, ambiguous = self._load(image_id)
         img, msk = self.geometric(tv_tensors.Image(rgb), tv_tensors.Mask(masks))
-        return img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor).bool(), list(names), set(crowd)
+        msk = msk.as_subclass(torch.Tensor).bool()
+        return img.as_subclass(torch.Tensor), msk[:-1], msk[-1], list(names), list(crowd), set(ambiguous)
+
+    def dense_target(self, image_id: int, masks: Tensor, names: list[str], valid: Tensor,
+                     ambiguous: set[str]) -> tuple[Tensor, Tensor]:
+        """Labels [S/4, S/4] (vocabulary index, -1 unannotated, -2 ignored) and allowed [C+1] bool (what an
+        unannotated cell may be; background, the last entry, always)."""
+        vocab = self.coco.vocabulary
+        index = {n: i for i, n in enumerate(vocab)}
+        h, w = masks.shape[-2] // DENSE_STRIDE, masks.shape[-1] // DENSE_STRIDE
+        pool = lambda m: F.adaptive_avg_pool2d(m.float()[None], (h, w))[0]  # noqa: E731 - coverage per cell
+        concepts = sorted(set(names))
+        cover = torch.zeros((len(concepts), h, w))
+        for i, n in enumerate(concepts):
+            cover[i] = pool(masks[[j for j, m in enumerate(names) if m == n]].any(0))
+        labels = torch.full((h, w), -2, dtype=torch.long)
+        total = cover.sum(0) if len(concepts) else torch.zeros((h, w))
+        labels[total < 0.5] = -1
+        if len(concepts):
+            best, arg = cover.max(0)
+            ids = torch.tensor([index[n] for n in concepts])[arg]
+            labels = torch.where(best >= 0.5, ids, labels)
+        labels[pool(valid[None])[0] < 0.5] = -2
+        allowed = torch.ones(len(vocab) + 1, dtype=torch.bool)
+        known = self.coco.labelled_concepts(image_id) - ambiguous
+        allowed[[index[n] for n in known if n in index]] = False
+        return labels, allowed
 
     # --- one item -------------------------------------------------------------------------------------------
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
@@ -91,27 +127,31 @@ class ConceptSegmentationDataset(Dataset):
         rng = random.Random(hash((self.seed, epoch, index)))
         torch.manual_seed(rng.getrandbits(31))
         image_id = self.image_ids[index]
-        img, masks, names, crowd = self._augmented(image_id)
-        ambiguous = set(crowd)
+        img, masks, valid, names, crowd, ambiguous = self._augmented(image_id)
         things = set(self.coco.thing_concepts)
         if self.augment and rng.random() < self.cp_prob and len(self.image_ids) > 1:
-            img, masks, names = self._copy_paste(img, masks, names, rng, things)
+            img, masks, names, crowd = self._copy_paste(img, masks, names, crowd, rng, things)
         if self.photometric is not None:
             img = self.photometric(img)
-        # drop remnants too small to be a fair target
+        dense_labels, dense_allowed = self.dense_target(image_id, masks, names, valid, ambiguous)
+        # prompts: crowd regions are never instances; remnants too small to be a fair target are dropped
         area = masks.flatten(1).sum(1) if masks.numel() else torch.zeros(0)
-        keep = area >= MIN_AREA
-        ambiguous |= {n for n, k, a in zip(names, keep.tolist(), area.tolist()) if not k and a > 0}
+        keep = (area >= MIN_AREA) & ~torch.tensor(crowd, dtype=torch.bool)
+        ambiguous |= {n for n, k, a, c in zip(names, keep.tolist(), area.tolist(), crowd) if not k and a > 0
+                      and not c}
         masks = masks[keep]
         names = [n for n, k in zip(names, keep.tolist()) if k]
         colours = instance_colours(hsv_image(img), masks) if len(names) else []
         prompts, targets, kinds = self._prompts(image_id, masks, names, colours, ambiguous, rng, things)
-        return {"image": img, "prompts": prompts, "targets": targets, "prompt_types": kinds, "image_id": image_id}
+        return {"image": img, "prompts": prompts, "targets": targets, "prompt_types": kinds, "image_id": image_id,
+                "dense_labels": dense_labels, "dense_allowed": dense_allowed}
 
     def _prompts(self, image_id, masks, names, colours, ambiguous, rng, things):
         by_concept: dict[str, list[int]] = {}
         for i, n in enumerate(names):
             by_concept.setdefault(n, []).append(i)
+        # a pasted instance of a concept this photo does not label is no target: the photo may hold unlabelled ones
+        ambiguous = ambiguous | (set(by_concept) - self.coco.labelled_concepts(image_id))
         positives = [n for n in by_concept if n not in ambiguous]
         neg_pool = self.coco.negative_pool(image_id, set(by_concept) | ambiguous)
         colourable = {n: [colours[i] for i in idx] for n, idx in by_concept.items()
@@ -149,13 +189,13 @@ class ConceptSegmentationDataset(Dataset):
             add(rng.choice(self.coco.thing_concepts), [], "negative")
         return prompts, targets, kinds
 
-    def _copy_paste(self, img, masks, names, rng, things):
+    def _copy_paste(self, img, masks, names, crowd, rng, things):
         """Paste 1-3 thing instances from another training photo (Ghiasi et al., 2021)."""
         other = self.image_ids[rng.randrange(len(self.image_ids))]
-        o_img, o_masks, o_names, _ = self._augmented(other)
-        cand = [i for i, n in enumerate(o_names) if n in things and o_masks[i].sum() >= 4 * MIN_AREA]
+        o_img, o_masks, _, o_names, o_crowd, _ = self._augmented(other)
+        cand = [i for i, n in enumerate(o_names) if n in things and not o_crowd[i] and o_masks[i].sum() >= 4 * MIN_AREA]
         if not cand:
-            return img, masks, names
+            return img, masks, names, crowd
         chosen = rng.sample(cand, min(len(cand), rng.randint(1, 3)))
         img = img.clone()
         pasted_union = torch.zeros(img.shape[-2:], dtype=torch.bool)
@@ -171,7 +211,7 @@ class ConceptSegmentationDataset(Dataset):
             new_names.append(o_names[i])
         masks = masks & ~pasted_union if masks.numel() else masks
         masks = torch.cat([masks, torch.stack(new_masks)]) if len(names) else torch.stack(new_masks)
-        return img, masks, names + new_names
+        return img, masks, names + new_names, crowd + [False] * len(new_names)
 
 
 def collate(items: list[dict]) -> dict:
@@ -184,4 +224,6 @@ def collate(items: list[dict]) -> dict:
         index += [i] * len(it["prompts"])
     return {"images": torch.stack([it["image"] for it in items]), "prompts": prompts, "targets": targets,
             "prompt_types": kinds, "image_index": torch.tensor(index, dtype=torch.long),
-            "image_ids": [it["image_id"] for it in items]}
+            "image_ids": [it["image_id"] for it in items],
+            "dense_labels": torch.stack([it["dense_labels"] for it in items]),
+            "dense_allowed": torch.stack([it["dense_allowed"] for it in items])}

