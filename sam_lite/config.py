@@ -83,6 +83,9 @@ class SamLiteConfig:
     # inference: also multiply each score by the query's mean mask probability inside its own mask (Mask2Former's
     # instance inference), so that queries with diffuse, unsure masks rank below confident ones
     mask_rescoring: bool = False
+    # inference: also multiply each score by the mean concept-map probability P(prompt | pixel) inside the query's
+    # mask, so that a query whose mask lies where the concept map sees something else ranks lower
+    concept_rescoring: bool = False
     # inference: "queries" - every query scoring above the threshold is an instance (DETR); "semantic" - the
     # presence token's semantic mask is the union of the answer and each of its pixels goes to the query that
     # claims it most (Mask2Former's panoptic inference), scored presence x mean semantic probability
@@ -130,7 +133,7 @@ class SamLiteConfig:
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("use_imagenet_prior", "freeze_text_encoder", "mask_rescoring", "fused_pixel_embedding",
-                     "fusion_self_attention", "concept_map"):
+                     "fusion_self_attention", "concept_map", "concept_rescoring"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("score_threshold", "presence_threshold"):
             v = getattr(self, name)

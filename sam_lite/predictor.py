@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .modeling import SamLiteModel
@@ -39,6 +40,14 @@ def mask_confidence(mask_logits: Tensor, mask_threshold: float = 0.0) -> Tensor:
     prob = mask_logits.sigmoid().flatten(-2)
     inside = (mask_logits > mask_threshold).flatten(-2).float()
     return (prob * inside).sum(-1) / inside.sum(-1).clamp(min=1.0)
+
+
+def concept_agreement(mask_logits: Tensor, concept_map: Tensor, mask_threshold: float = 0.0) -> Tensor:
+    """mask_logits [P, K, h, w], concept_map [P, h', w'] (P(prompt | pixel)) -> [P, K]: the mean concept probability
+    inside each query's mask (0 for an empty mask)."""
+    cmap = F.interpolate(concept_map[:, None], size=mask_logits.shape[-2:], mode="bilinear", align_corners=False)
+    inside = (mask_logits > mask_threshold).float()
+    return (inside * cmap).flatten(2).sum(-1) / inside.flatten(2).sum(-1).clamp(min=1.0)
 
 
 def semantic_instances(semantic_logits: Tensor, mask_logits: Tensor, match_prob: Tensor, presence: Tensor,
@@ -159,6 +168,9 @@ class SamLitePredictor:
         scores = out["pred_logits"].float().sigmoid() * presence[:, None]
         if self.model.config.mask_rescoring:
             scores = scores * mask_confidence(out["pred_masks"].float(), mask_threshold)
+        if self.model.config.concept_rescoring and "concept_prompt_map" in out:
+            scores = scores * concept_agreement(out["pred_masks"].float(), out["concept_prompt_map"].float(),
+                                                mask_threshold)
         semantic = self.model.config.instance_inference == "semantic"
         results = []
         for i, p in enumerate(prompts):

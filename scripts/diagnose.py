@@ -53,7 +53,7 @@ def rules(score_t: float, presence_t: float) -> dict:
 def collect(predictor: SamLitePredictor, coco: CocoConcepts, image_ids: list[int], rule_fns: dict) -> list[dict]:
     """One record of scalars per (image, prompt): IoU under each rule, oracle IoU, semantic IoU, GT area share."""
     m, recs = predictor.model, []
-    half_of = {iid: int(i >= len(image_ids) // 2) for i, iid in enumerate(image_ids)}
+    half_of = {iid: i % 2 for i, iid in enumerate(image_ids)}  # alternate photos, as evaluate --half
     for iid, group in group_by_image(coco.eval_samples(image_ids, seed=0)).items():
         predictor.set_image(group[0].file_path)
         text = m.encode_text([s.prompt for s in group])
@@ -85,7 +85,8 @@ def main() -> None:
     score_t = args.score_threshold if args.score_threshold is not None else predictor.model.config.score_threshold
     coco = CocoConcepts(args.data)
     rule_fns = rules(score_t, args.presence_threshold)
-    recs = collect(predictor, coco, coco.split("val"), rule_fns)
+    val = [i for i in coco.split("val") if coco.is_fully_labelled(i)]  # evaluate's default --subset full
+    recs = collect(predictor, coco, val, rule_fns)
     first = next(iter(rule_fns))
     for half in (0, 1):
         sel = [r for r in recs if r["half"] == half]

@@ -24,6 +24,8 @@ def main(argv=None) -> None:
                    help="score x mean mask probability (Mask2Former); calibrate the thresholds with the same setting")
     p.add_argument("--instance-inference", choices=["queries", "semantic"], default=None,
                    help="how instances are formed (see SamLiteConfig.instance_inference); calibrate with the same")
+    p.add_argument("--concept-rescoring", choices=["on", "off"], default=None,
+                   help="score x mean concept-map probability inside the mask; calibrate with the same setting")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     args = p.parse_args(argv)
     model = SamLiteModel.from_pretrained(args.src)
@@ -35,6 +37,8 @@ def main(argv=None) -> None:
         model.config.mask_rescoring = args.mask_rescoring == "on"
     if args.instance_inference is not None:
         model.config.instance_inference = args.instance_inference
+    if args.concept_rescoring is not None:
+        model.config.concept_rescoring = args.concept_rescoring == "on"
     model.config.validate()
     out = model.save_pretrained(args.dst, dtype=None if args.fp32 else torch.float16)
     size = sum(f.stat().st_size for f in Path(out).iterdir()) / 2 ** 20

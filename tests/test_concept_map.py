@@ -602,3 +602,58 @@ def test_tiny_model_with_lite2_backbone_runs():
     assert out["pred_masks"].shape == (2, m.config.num_queries, s // 4, s // 4)
     assert out["concept_logits"].shape == (2, len(VOCAB) + 1, s // 8, s // 8)
     assert torch.isfinite(out["pred_logits"]).all() and torch.isfinite(out["concept_logits"]).all()
+
+
+# --- 7. evaluation subsets and halves ---------------------------------------------------------------------------------
+def test_evaluate_subset_full_leaves_out_partially_labelled_photos_and_halves_alternate(lvis_root, tiny_checkpoint,
+                                                                                        tmp_path, capsys):
+    """--subset full (the default) drops photo 1 (only car labelled); --half first/second alternate photos in id
+    order and together make the whole subset."""
+    from sam_lite.evaluation.evaluate import main
+
+    def images(*extra):
+        out = tmp_path / "r.json"
+        assert main(["--data", str(lvis_root), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--no-ap",
+                     "--quiet", "--out", str(out), *extra]) == 0
+        d = json.loads(out.read_text())
+        return d["n_images"], d["subset"]
+
+    assert images() == (5, "full")  # 6 photos, photo 1 labels only car
+    assert images("--subset", "all") == (6, "all")
+    assert images("--half", "first") == (3, "full")  # photos 2, 4, 6
+    assert images("--half", "second") == (2, "full")  # photos 3, 5
+
+
+def test_concept_agreement_is_the_mean_concept_probability_inside_each_mask():
+    from sam_lite.predictor import concept_agreement
+
+    masks = torch.full((1, 3, 4, 4), -1.0)
+    masks[0, 0, :, :2] = 1.0  # left half
+    masks[0, 1, :, 2:] = 1.0  # right half; query 2 is empty
+    cmap = torch.zeros(1, 4, 4)
+    cmap[0, :, :2] = 0.8
+    cmap[0, :, 2:] = 0.1
+    torch.testing.assert_close(concept_agreement(masks, cmap), torch.tensor([[0.8, 0.1, 0.0]]))
+
+
+def test_concept_rescoring_multiplies_scores_by_the_concept_agreement(tiny_checkpoint):
+    from sam_lite import SamLitePredictor
+    from sam_lite.predictor import concept_agreement
+
+    predictor = SamLitePredictor.from_pretrained(tiny_checkpoint)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    predictor.set_image(image)
+    plain = predictor.predict("car", score_threshold=0.0, nms_iou=1.0)
+    predictor.model.config.concept_rescoring = True
+    rescored = predictor.predict("car", score_threshold=0.0, nms_iou=1.0)
+    text = predictor.model.encode_text(["car"])
+    with torch.no_grad():
+        out = predictor.model.decode(predictor._embedding, text, image_index=torch.zeros(1, dtype=torch.long))
+    agree = concept_agreement(out["pred_masks"], out["concept_prompt_map"])[0]
+    base = out["pred_logits"][0].sigmoid() * out["presence_logits"][0].sigmoid()
+    nonempty = (out["pred_masks"][0] > 0).flatten(1).any(1)  # the predictor returns every non-empty mask here
+    expected = torch.sort((base * agree)[nonempty], descending=True).values
+    got = torch.sort(rescored.scores, descending=True).values
+    assert len(got) == len(plain) == int(nonempty.sum()) > 0
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert float(rescored.scores.max()) < float(plain.scores.max())

@@ -173,9 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "cover only their labelled categories (default: %(default)s)")
     ap.add_argument("--max-images", type=int, default=None, help="only the first N images of the split")
     ap.add_argument("--half", choices=["first", "second"], default=None,
-                    help="only the first or second half of the split's images (calibrate on one, report the other)")
+                    help="only the first or second half of the split's images: alternate photos in id order "
+                         "(calibrate on one, report the other)")
     ap.add_argument("--instance-inference", choices=["queries", "semantic"], default=None,
                     help="override the checkpoint's instance_inference (sam-lite only; see SamLiteConfig)")
+    ap.add_argument("--concept-rescoring", choices=["on", "off"], default=None,
+                    help="override the checkpoint's concept_rescoring (score x mean concept-map probability inside "
+                         "the mask; sam-lite with a concept map only)")
     ap.add_argument("--baseline", action="store_true",
                     help="the checkpoint is a CLIPSeg-style baseline (also detected from its config.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation prompts (negatives)")
@@ -223,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: --instance-inference applies to sam-lite checkpoints only", file=sys.stderr)
             return 2
         config.instance_inference = args.instance_inference
+    if args.concept_rescoring is not None:
+        if not getattr(config, "concept_map", False):
+            print("error: --concept-rescoring needs a sam-lite checkpoint with a concept map", file=sys.stderr)
+            return 2
+        config.concept_rescoring = args.concept_rescoring == "on"
     if args.threshold is None:
         args.threshold = float(getattr(config, "score_threshold", 0.5))
     if args.presence_threshold is None:
@@ -230,9 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     image_ids = coco.split(args.split)
     if args.subset == "full":
         image_ids = [i for i in image_ids if coco.is_fully_labelled(i)]
-    if args.half is not None:
-        mid = len(image_ids) // 2
-        image_ids = image_ids[:mid] if args.half == "first" else image_ids[mid:]
+    if args.half is not None:  # alternate photos in id order, so both halves hold stuff-labelled photos
+        image_ids = image_ids[0::2] if args.half == "first" else image_ids[1::2]
     if args.max_images is not None:
         image_ids = image_ids[: args.max_images]
     samples = coco.eval_samples(image_ids, seed=args.seed)
@@ -250,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result.update({"checkpoint": str(args.checkpoint), "model_type": "clipseg_baseline"
                    if type(predictor).__name__ == "BaselinePredictor" else "sam_lite",
                    "instance_inference": getattr(config, "instance_inference", None),
+                   "concept_rescoring": getattr(config, "concept_rescoring", None),
                    "data": str(args.data), "split": args.split, "subset": args.subset, "max_images": args.max_images,
                    "half": args.half, "seed": args.seed,
                    "wall_s": time.perf_counter() - t0})

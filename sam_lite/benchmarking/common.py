@@ -1,0 +1,21 @@
+"""Constants and logging shared by the benchmark modules. Standard library only: ``onnx_child`` loads this file
+outside the package, where importing ``sam_lite`` (and so torch) is not allowed."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MD = ROOT / "docs" / "benchmarks.md"
+EXAMPLE_IMAGE = ROOT / "examples" / "street_cars_bus.jpg"
+PROMPT = "red car"
+TRAIN_PROMPTS = ["red car", "dog", "person", "a white cup", "bus", "sky", "green tree", "cat on a sofa"]
+GOALS = {"prompt_ms": 10.0, "e2e_ms": 30.0, "vs_clipseg": 5.0, "vs_sam": 100.0, "inference_rss_mb": 1024.0}
+
+_T0 = time.perf_counter()
+
+
+def log(*a) -> None:
+    print(f"[{time.perf_counter() - _T0:6.1f} s]", *a, file=sys.stderr, flush=True)
