@@ -470,10 +470,15 @@ def test_concept_prompt_weights_pick_the_named_concept(model):
     torch.testing.assert_close(w.sum(-1), torch.ones(3))
     assert w.argmax(-1).tolist() == [0, 1, 2]
     torch.testing.assert_close(best, torch.ones(3))
-    # a prompt map for a prompt exactly equal to one concept on a uniform embedding is in [0, 1]
+    # P(prompt | x) = sum_c w_c(prompt) * softmax over the vocabulary (background included) of concept c
     emb = torch.nn.functional.normalize(torch.randn(3, 384, 2, 2), dim=1)
-    p = cm.prompt_map(emb, cm.concept_embeddings.clone())
+    maps, stats, p = cm.prior(emb, cm.concept_embeddings.clone())
+    with torch.no_grad():
+        by_hand = torch.einsum("pk,pkhw->phw", w, cm.logits(emb).softmax(1)[:, :-1])
+    torch.testing.assert_close(p, by_hand)
     assert p.shape == (3, 2, 2) and (p >= 0).all() and (p <= 1).all()
+    assert maps.shape == (3, 4, 2, 2) and stats.shape == (3, 5)
+    torch.testing.assert_close(stats[:, 0], p.flatten(1).max(1).values)
     with pytest.raises(ValueError, match="vocabulary"):
         ConceptMap([], 32, 40, 112, 1280)
 

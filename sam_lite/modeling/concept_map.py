@@ -92,21 +92,14 @@ class ConceptMap(nn.Module):
         sim = sentence @ self.concept_embeddings.to(sentence.dtype).T
         return (sim / self.temperature).softmax(-1), sim.max(-1).values
 
-    def prompt_map(self, embedding: Tensor, sentence: Tensor) -> Tensor:
-        """embedding [P,384,h,w] (one per prompt), sentence [P,384] -> P(prompt | pixel) [P, h, w]."""
-        w, _ = self.prompt_weights(sentence.float())
-        probs = self.logits(embedding.float()).softmax(1)[:, :-1]
-        return torch.einsum("pk,pkhw->phw", w, probs)
-
     def prior(self, embedding: Tensor, sentence: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Prior channels for the decoder. embedding [P,384,h,w], sentence [P,384] ->
         maps [P, 4, h, w] (P(prompt|x), its log, P / max P, cosine <E(x), e_p>), stats [P, 5] (max, mean, log max,
         fraction of pixels above 0.5, best prompt-concept similarity) and P(prompt | x) [P, h, w]."""
-        sentence = sentence.float()
-        embedding = embedding.float()
+        sentence, embedding = sentence.float(), embedding.float()
         w, best_sim = self.prompt_weights(sentence)
-        probs = self.logits(embedding).softmax(1)[:, :-1]
-        p = torch.einsum("pk,pkhw->phw", w, probs)
+        probs = self.logits(embedding).softmax(1)[:, :-1]  # background left out
+        p = torch.einsum("pk,pkhw->phw", w, probs)  # P(prompt | x)
         cos = torch.einsum("pchw,pc->phw", embedding, sentence)
         peak = p.flatten(1).max(1).values
         maps = torch.stack([p, torch.log(p + 1e-4) / 4.0, p / (peak[:, None, None] + 1e-4), cos], dim=1)
