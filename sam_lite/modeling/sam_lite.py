@@ -15,6 +15,7 @@ from .decoder import FusionLayer, QueryDecoder
 from .heads import PredictionHeads
 from .image_encoder import ImageEncoder
 from .prior import NUM_PRIOR_CHANNELS, NUM_PRIOR_STATS, ImageNetPrior
+from .prompt_encoder import GeometricPromptEncoder
 from .text_encoder import TextEncoder
 
 CONFIG_NAME = "config.json"
@@ -56,6 +57,8 @@ class SamLiteModel(nn.Module):
             self.concept_token_proj = nn.Linear(NUM_CONCEPT_CHANNELS, d)
             self.concept_pixel_proj = nn.Conv2d(NUM_CONCEPT_CHANNELS, config.mask_dim, 1)
             self.concept_presence_proj = nn.Linear(NUM_CONCEPT_STATS, d)
+        if config.geometric_prompts:  # points, boxes and exemplars as K/V tokens next to the words
+            self.prompt_encoder = GeometricPromptEncoder(d, config.image_size)
         if load_pretrained:
             self.image_encoder.load_backbone_weights()
         self.image_encoder.freeze_backbone()
