@@ -87,3 +87,23 @@ def test_forward_with_empty_prompts_and_errors(model):
     with pytest.raises(ValueError, match="geometric_prompts"):
         plain.decode(plain.encode_image(x), plain.encode_text(["a", "b"]), geometry=geo)
     assert "pred_iou" not in plain.heads(torch.randn(1, 9, 32), torch.randn(1, 16, 16, 16))
+
+
+def test_gradients_reach_every_prompt_encoder_parameter():
+    """A training batch as collate builds it (one point and one exemplar slot at least): every new parameter is in
+    the graph (DistributedDataParallel needs that) and gets a gradient from the losses, loss_iou included."""
+    from sam_lite.training.criterion import SetCriterion
+
+    torch.manual_seed(0)
+    model = SamLiteModel(SamLiteConfig.from_preset("tiny", geometric_prompts=True)).train()
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 10:30, 10:40] = True
+    target = {"masks": masks, "boxes": torch.tensor([[25 / 64, 20 / 64, 30 / 64, 20 / 64]])}
+    geo = pad_geometry([{"points": [[20.0, 20.0]]}, {"exemplars": [[10.0, 10.0, 39.0, 29.0]]}, None],
+                       min_points=1, min_exemplars=1, text_valid=[False, True, True])
+    out = model(torch.randn(1, 3, 64, 64), ["", "car", "dog"], torch.zeros(3, dtype=torch.long), geometry=geo)
+    losses = SetCriterion()(out, [target, target, {"masks": masks[:0], "boxes": torch.zeros(0, 4)}])
+    assert losses["loss_iou"] > 0
+    losses["loss"].backward()
+    for name, p in list(model.prompt_encoder.named_parameters()) + list(model.heads.iou.named_parameters()):
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -30,7 +30,8 @@ class SamLiteModel(nn.Module):
     cxcywh, ``presence_logits [B]``, ``aux_outputs`` (the same keys for each earlier decoder layer) and, with
     ``output_attentions=True``, ``attentions``: name -> weights [B,H,Lq,Lk] per head (rows sum to 1) and
     ``attentions_mean``: name -> [B,Lq,Lk], heads averaged. In decoder attentions query row 0 is the presence token,
-    rows 1..K the object queries.
+    rows 1..K the object queries. With ``geometric_prompts``, ``forward``/``decode`` also take a ``geometry`` dict
+    (points, boxes, exemplar boxes per prompt; :mod:`.prompt_encoder`) and the output holds ``pred_iou [B,K]``.
     """
 
     def __init__(self, config: SamLiteConfig | None = None, load_pretrained: bool = True) -> None:
