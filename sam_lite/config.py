@@ -90,6 +90,10 @@ class SamLiteConfig:
     # presence token's semantic mask is the union of the answer and each of its pixels goes to the query that
     # claims it most (Mask2Former's panoptic inference), scored presence x mean semantic probability
     instance_inference: str = "queries"
+    # visual prompts (SAM style): points, a box and exemplar boxes become prompt tokens (GeometricPromptEncoder)
+    # that join the words as K/V of the fusion layer and the decoder, plus a per-query predicted-IoU head. False:
+    # the model and its state dict are exactly those of a text-only model
+    geometric_prompts: bool = False
 
     def __post_init__(self) -> None:
         self.concept_names = list(self.concept_names) if isinstance(self.concept_names, (list, tuple)) \
@@ -133,7 +137,7 @@ class SamLiteConfig:
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("use_imagenet_prior", "freeze_text_encoder", "mask_rescoring", "fused_pixel_embedding",
-                     "fusion_self_attention", "concept_map", "concept_rescoring"):
+                     "fusion_self_attention", "concept_map", "concept_rescoring", "geometric_prompts"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("score_threshold", "presence_threshold"):
             v = getattr(self, name)

@@ -18,6 +18,13 @@ Files written to ``--out``:
   ``pred_boxes [B,K,4]`` (normalised cxcywh of the padded input), ``presence_logits [B]``, ``scores [B,K]``
   (= sigmoid(pred_logits) * sigmoid(presence_logits)). Row i of every decoder input belongs to pair i: repeat the
   image outputs when several prompts share one image.
+* with ``geometric_prompts`` in the config, the prompt decoder also takes a visual prompt per row, in pixels of the
+  model input (after the processor's resize): ``point_coords [B,N,2]`` (x, y) float, ``point_labels [B,N]`` int64
+  (1 positive, 0 negative, -1 padding), ``boxes [B,4]`` xyxy float with ``box_valid [B]`` bool, ``exemplars [B,E,4]``
+  xyxy float with ``exemplar_valid [B,E]`` bool and ``text_valid [B]`` bool (False: the row has no text; give any
+  text features, e.g. one zero token with padding True, and a zero sentence), and also returns ``pred_iou [B,K]``.
+  N (``--max-points``, default 8) and E (``--max-exemplars``, default 4) are fixed in the graph: pad with label -1
+  and valid False.
 * optionally ``text_encoder.onnx``: ``input_ids [B,T]``, ``attention_mask [B,T]`` (int64, from the MiniLM tokenizer
   with ``max_length = max_text_tokens``) -> ``text_features``, ``sentence``.
 * ``config.json`` (the model config) and ``onnx_export.json`` (names, shapes, opset, dynamic axes).
@@ -48,6 +55,9 @@ PROMPT_DECODER_FILE = "prompt_decoder.onnx"
 TEXT_ENCODER_FILE = "text_encoder.onnx"
 MANIFEST_FILE = "onnx_export.json"
 OPTIONAL_DECODER_OUTPUTS = ("pred_semantic",)
+GEOMETRY_INPUTS = ("point_coords", "point_labels", "boxes", "box_valid", "exemplars", "exemplar_valid", "text_valid")
+GEOMETRY_KEYS = ("points", "point_labels", "boxes", "box_valid", "exemplars", "exemplar_valid", "text_valid")
+DEFAULT_MAX_POINTS, DEFAULT_MAX_EXEMPLARS = 8, 4
 VERIFY_ATOL = 1e-3  # max abs difference main() accepts between onnxruntime and PyTorch (float32: ~1e-5 is typical)
 
 
@@ -82,6 +92,7 @@ class PromptDecoderAdapter(nn.Module):
         self.model = model
         self.use_prior = model.config.use_imagenet_prior
         self.extra = image_outputs(model.config)
+        self.geometric = model.config.geometric_prompts
         g = model.config.image_size // 16
         self.grid = (g, g)
         self.register_buffer("pos", sine_position_encoding_2d(g, g, model.config.d_model), persistent=False)
@@ -90,16 +101,19 @@ class PromptDecoderAdapter(nn.Module):
 
     def forward(self, image_tokens: Tensor, pixel_features: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
         n = len(self.extra)
-        extra, (text_features, text_padding_mask, sentence) = dict(zip(self.extra, rest[:n])), rest[n:]
+        extra, (text_features, text_padding_mask, sentence) = dict(zip(self.extra, rest[:n])), rest[n:n + 3]
+        geometry = dict(zip(GEOMETRY_KEYS, rest[n + 3:])) if self.geometric else None
         emb = {"tokens": image_tokens, "pos": self.pos.to(image_tokens.dtype), "grid": self.grid,
                "pixel_features": pixel_features, "class_logits": extra.get("class_logits"),
                "concept_embedding": extra.get("concept_embedding"), "attentions": []}
         text = {"features": text_features, "padding_mask": text_padding_mask, "sentence": sentence}
         # pair i with image i (explicit index: no data-dependent branch in the traced graph)
         index = torch.arange(image_tokens.shape[0], device=image_tokens.device)
-        out = self.model.decode(emb, text, image_index=index)
+        out = self.model.decode(emb, text, image_index=index, geometry=geometry)
         scores = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
         res = (out["pred_logits"], out["pred_masks"], out["pred_boxes"], out["presence_logits"], scores)
+        if self.geometric:
+            res = res + (out["pred_iou"],)
         # optional outputs of newer heads (e.g. the presence token's semantic union mask)
         return res + tuple(out[k] for k in OPTIONAL_DECODER_OUTPUTS if k in out)
 
@@ -126,25 +140,55 @@ def image_encoder_io(config: SamLiteConfig) -> tuple[list[str], list[str], dict]
 
 
 def prompt_decoder_io(config: SamLiteConfig, optional: tuple[str, ...] = ()) -> tuple[list[str], list[str], dict]:
+    geometric = config.geometric_prompts
     inputs = ["image_tokens", "pixel_features"] + image_outputs(config) + [
-        "text_features", "text_padding_mask", "sentence"]
-    outputs = ["pred_logits", "pred_masks", "pred_boxes", "presence_logits", "scores", *optional]
+        "text_features", "text_padding_mask", "sentence"] + (list(GEOMETRY_INPUTS) if geometric else [])
+    outputs = ["pred_logits", "pred_masks", "pred_boxes", "presence_logits", "scores",
+               *(["pred_iou"] if geometric else []), *optional]
     dyn = {name: {0: "batch"} for name in inputs + outputs}
     dyn["text_features"] = {0: "batch", 1: "text_tokens"}
     dyn["text_padding_mask"] = {0: "batch", 1: "text_tokens"}
     return inputs, outputs, dyn
 
 
-def example_inputs(model: SamLiteModel, batch: int = 2, prompts: list[str] | None = None) -> dict[str, Tensor]:
-    """Random pixel values and real encoded prompts, for tracing and for checking an export."""
+def example_inputs(model: SamLiteModel, batch: int = 2, prompts: list[str] | None = None,
+                   max_points: int = DEFAULT_MAX_POINTS, max_exemplars: int = DEFAULT_MAX_EXEMPLARS
+                   ) -> dict[str, Tensor]:
+    """Random pixel values and real encoded prompts, for tracing and for checking an export; with geometric prompts
+    also visual prompts (row 0: points and a box, with text; row 1: an exemplar, without text; then alternating)."""
     cfg = model.config
     g = torch.Generator().manual_seed(0)
     pixel_values = torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
-    prompts = prompts or (["a red car", "dog"] * batch)[:batch]
+    prompts = list(prompts or (["a red car", "dog"] * batch)[:batch])
+    if not cfg.geometric_prompts:
+        with torch.no_grad():
+            text = model.encode_text(prompts)
+        return {"pixel_values": pixel_values, "text_features": text["features"].float(),
+                "text_padding_mask": text["padding_mask"], "sentence": text["sentence"].float()}
+    from .modeling.prompt_encoder import pad_geometry
+
+    s = cfg.image_size
+    rows = []
+    for i in range(batch):
+        if i % 2 == 0:
+            rows.append({"points": torch.rand(2, 2, generator=g) * s, "point_labels": torch.tensor([1, 0]),
+                         "box": torch.tensor([0.1, 0.2, 0.6, 0.7]) * s})
+        else:
+            rows.append({"exemplars": torch.tensor([[0.2, 0.2, 0.5, 0.6]]) * s})
+            prompts[i] = ""
     with torch.no_grad():
-        text = model.encode_text(prompts)
+        text, text_valid = model.encode_prompts(prompts)
+    geo = pad_geometry(rows, max_points, max_exemplars, text_valid.tolist())
     return {"pixel_values": pixel_values, "text_features": text["features"].float(),
-            "text_padding_mask": text["padding_mask"], "sentence": text["sentence"].float()}
+            "text_padding_mask": text["padding_mask"], "sentence": text["sentence"].float(),
+            **{name: geo[key] for name, key in zip(GEOMETRY_INPUTS, GEOMETRY_KEYS)}}
+
+
+def geometry_from_inputs(ex: dict[str, Tensor]) -> dict[str, Tensor] | None:
+    """The geometry dict of :meth:`SamLiteModel.decode` from export inputs (None without them)."""
+    if GEOMETRY_INPUTS[0] not in ex:
+        return None
+    return {key: ex[name] for name, key in zip(GEOMETRY_INPUTS, GEOMETRY_KEYS)}
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dyn: dict,
@@ -157,10 +201,14 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
 
 @torch.no_grad()
 def export_onnx(model: SamLiteModel, out_dir: str | Path, opset: int = DEFAULT_OPSET, text_encoder: bool = False,
-                check: bool = True) -> dict[str, Path]:
+                check: bool = True, max_points: int = DEFAULT_MAX_POINTS,
+                max_exemplars: int = DEFAULT_MAX_EXEMPLARS) -> dict[str, Path]:
     """Export ``model`` (float32, eval mode) to ``out_dir``; return {"image_encoder": path, "prompt_decoder": path,
     ["text_encoder": path,] "config": path, "manifest": path}. With ``check``, ``onnx.checker`` validates each file.
+    ``max_points`` / ``max_exemplars``: the fixed N and E of the visual-prompt inputs (geometric_prompts only).
     """
+    if max_points < 1 or max_exemplars < 1:
+        raise ValueError(f"max_points and max_exemplars must be >= 1, got {max_points}, {max_exemplars}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -168,7 +216,7 @@ def export_onnx(model: SamLiteModel, out_dir: str | Path, opset: int = DEFAULT_O
     model.float().eval()
     cfg = model.config
     try:
-        ex = example_inputs(model, batch=2)
+        ex = example_inputs(model, batch=2, max_points=max_points, max_exemplars=max_exemplars)
         paths: dict[str, Path] = {}
 
         enc = ImageEncoderAdapter(model).eval()
@@ -178,7 +226,8 @@ def export_onnx(model: SamLiteModel, out_dir: str | Path, opset: int = DEFAULT_O
 
         image_out = enc(ex["pixel_values"])
         dec = PromptDecoderAdapter(model).eval()
-        dec_args = (*image_out, ex["text_features"], ex["text_padding_mask"], ex["sentence"])
+        dec_args = (*image_out, ex["text_features"], ex["text_padding_mask"], ex["sentence"],
+                    *(ex[k] for k in GEOMETRY_INPUTS if k in ex))
         optional = _optional_outputs(model, ex)
         names_in, names_out, dyn = prompt_decoder_io(cfg, optional)
         paths["prompt_decoder"] = out / PROMPT_DECODER_FILE
@@ -216,9 +265,13 @@ def export_onnx(model: SamLiteModel, out_dir: str | Path, opset: int = DEFAULT_O
                                            "pred_masks": ["batch", cfg.num_queries, s // 4, s // 4],
                                            "pred_boxes": ["batch", cfg.num_queries, 4], "presence_logits": ["batch"],
                                            "scores": ["batch", cfg.num_queries],
+                                           **({"pred_iou": ["batch", cfg.num_queries]} if cfg.geometric_prompts
+                                              else {}),
                                            **{k: ["batch", s // 4, s // 4] for k in optional}},
                                "text_features": ["batch", "text_tokens (<= max_text_tokens)", cfg.text_dim],
-                               "text_padding_mask": "bool, True = padding"},
+                               "text_padding_mask": "bool, True = padding",
+                               **({"visual_prompt": geometry_manifest(max_points, max_exemplars)}
+                                  if cfg.geometric_prompts else {})},
             "text_encoder": ({"file": TEXT_ENCODER_FILE, "tokenizer": "sentence-transformers/all-MiniLM-L6-v2",
                               "max_length": cfg.max_text_tokens} if text_encoder else None),
         }
@@ -227,6 +280,23 @@ def export_onnx(model: SamLiteModel, out_dir: str | Path, opset: int = DEFAULT_O
         return paths
     finally:
         model.to(dtype).train(was_training)
+
+
+def geometry_manifest(max_points: int, max_exemplars: int) -> dict:
+    """What the visual-prompt inputs of the prompt decoder mean (for onnx_export.json)."""
+    n, e = max_points, max_exemplars
+    return {"coordinates": "pixels of the model input: the photo resized by the processor (longest side to "
+                           "image_size), before the bottom/right padding; pixel indices (x, y), as in SAM; from photo "
+                           "pixels X: (X + 0.5) * resized / original - 0.5",
+            "point_coords": ["batch", n, 2], "point_labels": {"shape": ["batch", n], "dtype": "int64",
+                                                              "values": "1 positive, 0 negative, -1 padding"},
+            "boxes": ["batch", 4], "box_valid": {"shape": ["batch"], "dtype": "bool"},
+            "exemplars": ["batch", e, 4], "exemplar_valid": {"shape": ["batch", e], "dtype": "bool"},
+            "text_valid": {"shape": ["batch"], "dtype": "bool",
+                           "meaning": "False: no text (text inputs ignored, e.g. one zero token with padding True "
+                                      "and a zero sentence)"},
+            "max_points": n, "max_exemplars": e,
+            "pred_iou": "predicted IoU of each query's mask with the prompted object (ranks alternatives)"}
 
 
 def _optional_outputs(model: SamLiteModel, ex: dict[str, Tensor]) -> tuple[str, ...]:
@@ -243,17 +313,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     ap.add_argument("--text-encoder", action="store_true", help="also export the MiniLM text encoder")
     ap.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")
+    ap.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
+                    help="visual prompts (geometric_prompts checkpoints): points per prompt, fixed in the graph")
+    ap.add_argument("--max-exemplars", type=int, default=DEFAULT_MAX_EXEMPLARS,
+                    help="visual prompts: exemplar boxes per prompt, fixed in the graph")
     args = ap.parse_args(argv)
+    if args.max_points < 1 or args.max_exemplars < 1:
+        print("error: --max-points and --max-exemplars must be >= 1", file=sys.stderr)
+        return 2
     try:
         model = SamLiteModel.from_pretrained(args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    paths = export_onnx(model, args.out, opset=args.opset, text_encoder=args.text_encoder)
+    paths = export_onnx(model, args.out, opset=args.opset, text_encoder=args.text_encoder,
+                        max_points=args.max_points, max_exemplars=args.max_exemplars)
     for key, p in paths.items():
         print(f"{key}: {p}")
     if not args.no_verify:
-        err = verify_onnx(model, paths)
+        err = verify_onnx(model, paths, max_points=args.max_points, max_exemplars=args.max_exemplars)
         print("max abs difference onnxruntime vs PyTorch: " + ", ".join(f"{k} {v:.2e}" for k, v in err.items()))
         bad = sorted(k for k, v in err.items() if not v <= VERIFY_ATOL)
         if bad:
@@ -268,11 +346,14 @@ def run_pytorch(model: SamLiteModel, ex: dict[str, Tensor]) -> dict[str, Tensor]
     model.float().eval()
     emb = model.encode_image(ex["pixel_values"])
     text = {"features": ex["text_features"], "padding_mask": ex["text_padding_mask"], "sentence": ex["sentence"]}
-    out = model.decode(emb, text, image_index=torch.arange(ex["pixel_values"].shape[0]))
+    out = model.decode(emb, text, image_index=torch.arange(ex["pixel_values"].shape[0]),
+                       geometry=geometry_from_inputs(ex))
     res = {"image_tokens": emb["tokens"], "pixel_features": emb["pixel_features"]}
     res.update({k: emb[k] for k in image_outputs(model.config)})
     res.update({k: out[k] for k in ("pred_logits", "pred_masks", "pred_boxes", "presence_logits")})
     res["scores"] = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
+    if "pred_iou" in out:
+        res["pred_iou"] = out["pred_iou"]
     res.update({k: out[k] for k in OPTIONAL_DECODER_OUTPUTS if k in out})
     return res
 
@@ -287,16 +368,17 @@ def run_onnx(paths: dict[str, Path], ex: dict[str, Tensor]) -> dict[str, "object
     dec = ort.InferenceSession(str(paths["prompt_decoder"]), opts, providers=["CPUExecutionProvider"])
     img = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {"pixel_values": ex["pixel_values"].numpy()})))
     feeds = {**img, "text_features": ex["text_features"].numpy(), "text_padding_mask": ex["text_padding_mask"].numpy(),
-             "sentence": ex["sentence"].numpy()}
+             "sentence": ex["sentence"].numpy(), **{k: ex[k].numpy() for k in GEOMETRY_INPUTS if k in ex}}
     feeds = {i.name: feeds[i.name] for i in dec.get_inputs()}
     res = dict(img)
     res.update(zip([o.name for o in dec.get_outputs()], dec.run(None, feeds)))
     return res
 
 
-def verify_onnx(model: SamLiteModel, paths: dict[str, Path], batch: int = 2) -> dict[str, float]:
+def verify_onnx(model: SamLiteModel, paths: dict[str, Path], batch: int = 2, max_points: int = DEFAULT_MAX_POINTS,
+                max_exemplars: int = DEFAULT_MAX_EXEMPLARS) -> dict[str, float]:
     """Max absolute difference between onnxruntime and PyTorch per output, on random pixels and two prompts."""
-    ex = example_inputs(model, batch=batch)
+    ex = example_inputs(model, batch=batch, max_points=max_points, max_exemplars=max_exemplars)
     ref = run_pytorch(model, ex)
     got = run_onnx(paths, ex)
     return {k: float((torch.from_numpy(got[k]).float() - v.float()).abs().max()) for k, v in ref.items()}

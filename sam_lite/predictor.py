@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .modeling import SamLiteModel
+from .modeling.prompt_encoder import pad_geometry
 from .processing import ORIGINAL_SIZE_KEY, ImageMeta, SamLiteProcessor, boxes_from_masks, load_image, suppress_duplicates
+from .visual_prompts import agrees_with_prompt, check_visual_prompt, describe, to_model_pixels, token_labels
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "sam-lite-base"
 
@@ -25,14 +27,23 @@ class PredictionResult:
     attention: dict | None = field(default=None, repr=False)
     # P(prompt | pixel) [H, W] from the concept map, at the original image size (predict(return_concept_map=True))
     concept_map: Tensor | None = field(default=None, repr=False)
+    # visual prompts: the predicted IoU of each mask [N] (float), and the points / box / exemplars in photo pixels
+    iou_predictions: Tensor | None = None
+    visual_prompt: dict | None = None
 
     def __len__(self) -> int:
         return int(self.scores.numel())
 
     def to_json(self) -> dict:
-        return {"prompt": self.prompt, "presence": round(self.presence, 4),
-                "instances": [{"score": round(float(s), 4), "box_xyxy": [round(float(v), 1) for v in b],
-                               "area": int(m.sum())} for s, b, m in zip(self.scores, self.boxes, self.masks)]}
+        out = {"prompt": self.prompt, "presence": round(self.presence, 4),
+               "instances": [{"score": round(float(s), 4), "box_xyxy": [round(float(v), 1) for v in b],
+                              "area": int(m.sum())} for s, b, m in zip(self.scores, self.boxes, self.masks)]}
+        if self.visual_prompt is not None:
+            out["visual_prompt"] = self.visual_prompt
+        if self.iou_predictions is not None:
+            for inst, iou in zip(out["instances"], self.iou_predictions.tolist()):
+                inst["predicted_iou"] = round(iou, 4)
+        return out
 
 
 def mask_confidence(mask_logits: Tensor, mask_threshold: float = 0.0) -> Tensor:
@@ -137,15 +148,40 @@ class SamLitePredictor:
         return semantic[None] & (owner[None] == keep[:, None, None])
 
     @torch.inference_mode()
-    def predict(self, prompt: str | list[str], score_threshold: float | None = None, return_attention: bool = False,
-                mask_threshold: float = 0.0, max_instances: int | None = None,
+    def predict(self, prompt: str | list[str] | None = None, points=None, point_labels=None, box=None,
+                exemplars=None, multimask_output: bool = False, score_threshold: float | None = None,
+                return_attention: bool = False, mask_threshold: float = 0.0, max_instances: int | None = None,
                 nms_iou: float = 0.6, return_concept_map: bool = False) -> PredictionResult | list[PredictionResult]:
-        """Segment every instance of each prompt. One string -> one result; a list -> a list of results.
+        """Segment a prompt. One string -> one result; a list of strings -> a list of results.
+
+        Text only: every instance of each prompt scoring above ``score_threshold``. Visual prompts (checkpoints
+        trained with ``geometric_prompts``), SAM's names and shapes, in pixels of the photo: ``points`` [N, 2] (x, y)
+        with ``point_labels`` [N] (1 positive, 0 negative; default all 1), ``box`` [4] xyxy, ``exemplars`` [E, 4]
+        xyxy boxes; ``prompt`` is then one string or None. Points and/or a box without exemplars ask for the one
+        object under them: the best query first (queries whose mask holds every positive point, no negative one and
+        lies at least half in the box rank first, then by score; no threshold), and with ``multimask_output`` up to
+        three distinct alternatives, ordered by predicted IoU as in SAM. Exemplars (with or without text and
+        points) ask for every instance of the same concept: the threshold path. Results of visual prompts carry
+        ``iou_predictions`` and ``visual_prompt``.
 
         ``return_concept_map``: also return the prompt's heat map on the image's concept map, P(prompt | pixel)
         [H, W] at the photo's size (models trained with ``concept_map``; otherwise ``None``)."""
         if not self.is_image_set:
             raise ValueError("no image set: call set_image(image) before predict(prompt)")
+        visual = row = None
+        if any(v is not None for v in (points, point_labels, box, exemplars)):
+            if not self.model.config.geometric_prompts:
+                raise ValueError("this checkpoint takes text prompts only: points, box and exemplars need a model "
+                                 "trained with geometric_prompts (its config has geometric_prompts false)")
+            if prompt is not None and not isinstance(prompt, str):
+                raise ValueError("points, box and exemplars describe one prompt: give prompt as one string or None, "
+                                 f"not {type(prompt).__name__}")
+            visual = check_visual_prompt(points, point_labels, box, exemplars, self._meta.original_size)
+            row = to_model_pixels(visual, self._meta)
+            prompt = " ".join((prompt or "").split())
+        elif prompt is None:
+            raise ValueError("nothing to segment: give a text prompt (a string or a list of strings), points, a box "
+                             "or exemplars")
         single = isinstance(prompt, str)
         if not single and not isinstance(prompt, (list, tuple)):
             raise ValueError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
@@ -156,14 +192,19 @@ class SamLitePredictor:
             score_threshold = self.model.config.score_threshold
         if not 0.0 <= float(score_threshold) <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        text = self.model.encode_text(prompts)
+        geometry = None
+        if visual is not None:
+            text, text_valid = self.model.encode_prompts(prompts)
+            geometry = pad_geometry([row], text_valid=text_valid.tolist())
+        else:
+            text = self.model.encode_text(prompts)
         if return_attention and not self._embedding["attentions"]:
             # the encoder's self-attention weights are only materialised when someone wants to look at them
             self._embedding = self.model.encode_image(self._pixel_values, output_attentions=True,
                                                       prior_pixel_values=self._prior_pixel_values)
         emb = self._embedding
         out = self.model.decode(emb, text, image_index=torch.zeros(len(prompts), dtype=torch.long),
-                                output_attentions=return_attention)
+                                output_attentions=return_attention, geometry=geometry)
         presence = out["presence_logits"].float().sigmoid()
         scores = out["pred_logits"].float().sigmoid() * presence[:, None]
         if self.model.config.mask_rescoring:
@@ -172,9 +213,13 @@ class SamLitePredictor:
             scores = scores * concept_agreement(out["pred_masks"].float(), out["concept_prompt_map"].float(),
                                                 mask_threshold)
         semantic = self.model.config.instance_inference == "semantic"
+        one_object = visual is not None and "exemplars" not in visual
         results = []
         for i, p in enumerate(prompts):
-            if semantic:  # instances = the semantic mask, split among the queries that own its pixels
+            if one_object:  # the object under the points / in the box, and SAM's alternatives
+                order, masks = self._one_object(out, i, scores[i], row, multimask_output, mask_threshold, nms_iou)
+                inst_scores = scores[i, order]
+            elif semantic:  # instances = the semantic mask, split among the queries that own its pixels
                 regions, inst_scores, order = semantic_instances(
                     out["pred_semantic"][i].float(), out["pred_masks"][i].float(),
                     out["pred_logits"][i].float().sigmoid(), presence[i], mask_threshold)
@@ -198,11 +243,46 @@ class SamLitePredictor:
             if return_attention:
                 attention = {k: v[i] for k, v in out["attentions"].items()}
                 attention.update(grid=out["grid"], query_order=(order + 1).tolist(), query_scores=scores[i].tolist(),
-                                 tokens=self.model.text_encoder.word_tokens(p), meta=self._meta)
+                                 tokens=self._token_names(p, text, geometry, visual), meta=self._meta)
             concept_map = None
             if return_concept_map and "concept_prompt_map" in out:
                 concept_map = self.processor.postprocess_masks(out["concept_prompt_map"][i][None], self._meta)[0]
-            results.append(PredictionResult(prompt=" ".join(p.split()), masks=masks, scores=inst_scores,
-                                            boxes=boxes_from_masks(masks, head_boxes), presence=float(presence[i]),
-                                            attention=attention, concept_map=concept_map))
+            results.append(PredictionResult(
+                prompt=" ".join(p.split()), masks=masks, scores=inst_scores, boxes=boxes_from_masks(masks, head_boxes),
+                presence=float(presence[i]), attention=attention, concept_map=concept_map,
+                iou_predictions=out["pred_iou"][i, order].float() if visual is not None else None,
+                visual_prompt=describe(visual) if visual is not None else None))
         return results[0] if single else results
+
+    def _one_object(self, out: dict, i: int, scores: Tensor, row: dict, multimask: bool, mask_threshold: float,
+                    nms_iou: float) -> tuple[Tensor, Tensor]:
+        """Row i's answer to a point / box prompt -> (query indices [n], masks bool [n, H, W]), n <= 1 (or <= 3 with
+        ``multimask``): queries that agree with the prompt first, then by score; distinct masks (mask NMS); the
+        alternatives re-ordered by predicted IoU."""
+        logits = out["pred_masks"][i].float()
+        low = logits > mask_threshold
+        cand = low.flatten(1).any(1).nonzero()[:, 0]
+        if not cand.numel():
+            return cand, self.processor.postprocess_masks(logits[:0], self._meta) > mask_threshold
+        agree = agrees_with_prompt(logits, row, self.processor.image_size, mask_threshold)
+        rank = scores + 2.0 * agree.float()  # scores are <= 1: every agreeing query ranks above the others
+        order = cand[suppress_duplicates(low[cand], rank[cand], nms_iou)]
+        want = 3 if multimask else 1
+        order = order[: want + 3]  # a few spares in case a tiny mask vanishes when upsampled
+        masks = self.processor.postprocess_masks(out["pred_masks"][i, order], self._meta) > mask_threshold
+        visible = masks.flatten(1).any(1)
+        order, masks = order[visible][:want], masks[visible][:want]
+        if multimask and "pred_iou" in out:
+            by_iou = out["pred_iou"][i, order].float().argsort(descending=True)
+            order, masks = order[by_iou], masks[by_iou]
+        return order, masks
+
+    def _token_names(self, prompt: str, text: dict, geometry: dict | None, visual: dict | None) -> list[str]:
+        """Labels of the K/V tokens the decoder's prompt cross-attention reads, in order (for attention plots)."""
+        if geometry is None:
+            return self.model.text_encoder.word_tokens(prompt)
+        t = text["features"].shape[1]
+        words = self.model.text_encoder.word_tokens(prompt) if prompt.strip() else []
+        words = words + ["[pad]"] * (t - len(words))
+        return words + ["[no text]"] + token_labels(visual, geometry["points"].shape[1],
+                                                    geometry["exemplars"].shape[1])

@@ -25,8 +25,10 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.ops import box_convert, masks_to_boxes
 
+from ..modeling.prompt_encoder import pad_geometry
 from .coco import NO_COLOUR, CocoConcepts
 from .colors import COLOURS, hsv_image, instance_colours
+from .geometric import sample_geometric_prompt
 
 MIN_AREA = 24  # px at model resolution: smaller remnants are dropped and their concept made ambiguous
 DENSE_STRIDE = 4  # the concept map's target resolution (its logits are upsampled from stride 8)
@@ -34,18 +36,24 @@ DENSE_STRIDE = 4  # the concept map's target resolution (its logits are upsample
 
 class ConceptSegmentationDataset(Dataset):
     """Item: dict(image uint8 [3,S,S], prompts list[str], targets list[dict(masks bool [n,S,S], boxes [n,4]
-    normalised cxcywh)], prompt_types list[str]). About ``negative_fraction`` of the prompts are absent concepts."""
+    normalised cxcywh)], prompt_types list[str], geometry list[dict | None]). About ``negative_fraction`` of the
+    prompts are absent concepts; about ``geometric_fraction`` of them are geometric (a point, a box or an exemplar
+    box, see :mod:`.geometric`; their text is "" or, for some exemplars, the concept), the others have geometry
+    None."""
 
     def __init__(self, coco: CocoConcepts, image_ids: list[int], image_size: int, prompts_per_image: int = 4,
                  negative_fraction: float = 0.25, colour_fraction: float = 0.35, copy_paste_prob: float = 0.5,
                  recolour_prob: float = 0.4, scale_range: tuple[float, float] = (0.3, 1.6), augment: bool = True,
-                 cache_images: bool = True, seed: int = 0) -> None:
+                 cache_images: bool = True, seed: int = 0, geometric_fraction: float = 0.0) -> None:
         if not image_ids:
             raise ValueError("no images to train on (empty split or all images skipped)")
         self.coco, self.image_ids, self.size = coco, list(image_ids), image_size
         self.m, self.neg_frac, self.col_frac = prompts_per_image, negative_fraction, colour_fraction
         self.cp_prob, self.recolour_prob, self.augment = copy_paste_prob, recolour_prob, augment
         self.seed, self.epoch = seed, 0
+        if not 0.0 <= geometric_fraction <= 1.0:
+            raise ValueError(f"geometric_fraction must be in [0, 1], got {geometric_fraction}")
+        self.geo_frac = geometric_fraction
         self.cache_images = cache_images
         self.max_side = int(image_size * scale_range[1])
         self._cache: dict[int, tuple] = {}
@@ -142,11 +150,12 @@ class ConceptSegmentationDataset(Dataset):
         masks = masks[keep]
         names = [n for n, k in zip(names, keep.tolist()) if k]
         colours = instance_colours(hsv_image(img), masks) if len(names) else []
-        prompts, targets, kinds = self._prompts(image_id, masks, names, colours, ambiguous, rng, things)
+        prompts, targets, kinds, geometry = self._prompts(image_id, masks, names, colours, ambiguous, rng, things,
+                                                          valid)
         return {"image": img, "prompts": prompts, "targets": targets, "prompt_types": kinds, "image_id": image_id,
-                "dense_labels": dense_labels, "dense_allowed": dense_allowed}
+                "dense_labels": dense_labels, "dense_allowed": dense_allowed, "geometry": geometry}
 
-    def _prompts(self, image_id, masks, names, colours, ambiguous, rng, things):
+    def _prompts(self, image_id, masks, names, colours, ambiguous, rng, things, valid):
         by_concept: dict[str, list[int]] = {}
         for i, n in enumerate(names):
             by_concept.setdefault(n, []).append(i)
@@ -157,17 +166,22 @@ class ConceptSegmentationDataset(Dataset):
         colourable = {n: [colours[i] for i in idx] for n, idx in by_concept.items()
                       if n in things and n not in NO_COLOUR and n not in ambiguous
                       and all(colours[i] is not None for i in idx)}
-        prompts, targets, kinds = [], [], []
+        prompts, targets, kinds, geometry = [], [], [], []
 
-        def add(prompt: str, idx: list[int], kind: str) -> None:
+        def add(prompt: str, idx: list[int], kind: str, geo: dict | None = None) -> None:
             m = masks[idx] if idx else torch.zeros((0, *masks.shape[-2:]), dtype=torch.bool)
             boxes = masks_to_boxes(m).float() if len(idx) else torch.zeros((0, 4))
             boxes = box_convert(boxes, "xyxy", "cxcywh") / self.size
             prompts.append(prompt)
             targets.append({"masks": m, "boxes": boxes})
             kinds.append(kind)
+            geometry.append(geo)
 
         for _ in range(self.m):
+            # (the draw only happens when asked for, so runs without geometric prompts see the same random stream)
+            if self.geo_frac > 0 and len(names) and rng.random() < self.geo_frac:
+                add(*sample_geometric_prompt(masks, names, positives, valid, rng))
+                continue
             r = rng.random()
             if (r < self.neg_frac or not positives) and (neg_pool or colourable):
                 if colourable and (not neg_pool or rng.random() < 0.4):  # a wrong colour of a present object
@@ -187,7 +201,7 @@ class ConceptSegmentationDataset(Dataset):
                     add(name, by_concept[name], kind)
         if not prompts:  # an image with nothing usable: still teach "absent"
             add(rng.choice(self.coco.thing_concepts), [], "negative")
-        return prompts, targets, kinds
+        return prompts, targets, kinds, geometry
 
     def _copy_paste(self, img, masks, names, crowd, rng, things):
         """Paste 1-3 thing instances from another training photo (Ghiasi et al., 2021)."""
@@ -215,14 +229,18 @@ class ConceptSegmentationDataset(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    """Images [B,3,S,S] uint8; prompts flattened (image i has prompts image_index == i); targets aligned."""
-    prompts, targets, kinds, index = [], [], [], []
+    """Images [B,3,S,S] uint8; prompts flattened (image i has prompts image_index == i); targets aligned; geometry:
+    the batched geometry dict of every prompt (see :func:`~sam_lite.modeling.prompt_encoder.pad_geometry`; at least
+    one point and one exemplar slot, so every part of the prompt encoder is in the graph, and ``text_valid``)."""
+    prompts, targets, kinds, index, geometry = [], [], [], [], []
     for i, it in enumerate(items):
         prompts += it["prompts"]
         targets += it["targets"]
         kinds += it["prompt_types"]
         index += [i] * len(it["prompts"])
-    return {"images": torch.stack([it["image"] for it in items]), "prompts": prompts, "targets": targets,
+        geometry += it.get("geometry") or [None] * len(it["prompts"])
+    return {"geometry": pad_geometry(geometry, min_points=1, min_exemplars=1,
+                                     text_valid=[bool(p) for p in prompts]),"images": torch.stack([it["image"] for it in items]), "prompts": prompts, "targets": targets,
             "prompt_types": kinds, "image_index": torch.tensor(index, dtype=torch.long),
             "image_ids": [it["image_id"] for it in items],
             "dense_labels": torch.stack([it["dense_labels"] for it in items]),

@@ -88,3 +88,17 @@ def sine_position_encoding_2d(h: int, w: int, dim: int, device=None, dtype=torch
     y = torch.cat([y.sin(), y.cos()], dim=-1)[:, None, :].expand(h, w, 2 * n)
     x = torch.cat([x.sin(), x.cos()], dim=-1)[None, :, :].expand(h, w, 2 * n)
     return torch.cat([y, x], dim=-1).reshape(h * w, dim).to(dtype)
+
+
+def sine_position_encoding_points(coords: Tensor, dim: int) -> Tensor:
+    """The same 2-D sine code as :func:`sine_position_encoding_2d`, at continuous points: coords [..., 2] as (x, y)
+    normalised to [0, 1] of the input square -> [..., dim]. A patch centre ((j + 0.5) / w, (i + 0.5) / h) gets
+    exactly row i * w + j of the grid encoding."""
+    if dim % 4:
+        raise ValueError(f"positional encoding dim must be divisible by 4, got {dim}")
+    n = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(n, device=coords.device, dtype=torch.float32) / n))
+    c = coords.float() * 2 * torch.pi
+    x = c[..., 0:1] * omega
+    y = c[..., 1:2] * omega
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=-1)

@@ -15,6 +15,7 @@ from .decoder import FusionLayer, QueryDecoder
 from .heads import PredictionHeads
 from .image_encoder import ImageEncoder
 from .prior import NUM_PRIOR_CHANNELS, NUM_PRIOR_STATS, ImageNetPrior
+from .prompt_encoder import GeometricPromptEncoder
 from .text_encoder import TextEncoder
 
 CONFIG_NAME = "config.json"
@@ -29,7 +30,8 @@ class SamLiteModel(nn.Module):
     cxcywh, ``presence_logits [B]``, ``aux_outputs`` (the same keys for each earlier decoder layer) and, with
     ``output_attentions=True``, ``attentions``: name -> weights [B,H,Lq,Lk] per head (rows sum to 1) and
     ``attentions_mean``: name -> [B,Lq,Lk], heads averaged. In decoder attentions query row 0 is the presence token,
-    rows 1..K the object queries.
+    rows 1..K the object queries. With ``geometric_prompts``, ``forward``/``decode`` also take a ``geometry`` dict
+    (points, boxes, exemplar boxes per prompt; :mod:`.prompt_encoder`) and the output holds ``pred_iou [B,K]``.
     """
 
     def __init__(self, config: SamLiteConfig | None = None, load_pretrained: bool = True) -> None:
@@ -46,7 +48,7 @@ class SamLiteModel(nn.Module):
         self.decoder = QueryDecoder(config)
         prior_stats = (NUM_PRIOR_STATS if config.use_imagenet_prior else 0) + \
             (NUM_CONCEPT_STATS if config.concept_map else 0)
-        self.heads = PredictionHeads(d, config.mask_dim, prior_stats)
+        self.heads = PredictionHeads(d, config.mask_dim, prior_stats, iou_head=config.geometric_prompts)
         if config.use_imagenet_prior:
             self.prior = ImageNetPrior(config.prior_temperature)
             self.prior_token_proj = nn.Linear(NUM_PRIOR_CHANNELS, d)
@@ -56,6 +58,8 @@ class SamLiteModel(nn.Module):
             self.concept_token_proj = nn.Linear(NUM_CONCEPT_CHANNELS, d)
             self.concept_pixel_proj = nn.Conv2d(NUM_CONCEPT_CHANNELS, config.mask_dim, 1)
             self.concept_presence_proj = nn.Linear(NUM_CONCEPT_STATS, d)
+        if config.geometric_prompts:  # points, boxes and exemplars as K/V tokens next to the words
+            self.prompt_encoder = GeometricPromptEncoder(d, config.image_size)
         if load_pretrained:
             self.image_encoder.load_backbone_weights()
         self.image_encoder.freeze_backbone()
@@ -72,9 +76,37 @@ class SamLiteModel(nn.Module):
         """P prompts -> features [P,T,384], padding_mask [P,T], sentence [P,384] (cached when frozen)."""
         return self.text_encoder(prompts)
 
+    def encode_prompts(self, prompts: list[str | None]) -> tuple[dict[str, Tensor], Tensor]:
+        """Like :meth:`encode_text`, but a prompt may be empty (``""`` or ``None``: a geometric prompt without text).
+        Returns the text dict (an empty row: zero features, all padding, zero sentence; its K/V is the prompt
+        encoder's learned "no text" token) and text_valid [P] bool."""
+        valid = [isinstance(q, str) and bool(q.strip()) for q in prompts]
+        text_valid = torch.tensor(valid, dtype=torch.bool)
+        if all(valid):
+            return self.encode_text(list(prompts)), text_valid
+        p, dim = len(prompts), self.config.text_dim
+        if not any(valid):
+            return {"features": torch.zeros(p, 1, dim), "padding_mask": torch.ones(p, 1, dtype=torch.bool),
+                    "sentence": torch.zeros(p, dim)}, text_valid
+        enc = self.encode_text([q for q, v in zip(prompts, valid) if v])
+        rows = text_valid.nonzero()[:, 0]
+        t = enc["features"].shape[1]
+        text = {"features": enc["features"].new_zeros(p, t, dim), "padding_mask": torch.ones(p, t, dtype=torch.bool),
+                "sentence": enc["sentence"].new_zeros(p, dim)}
+        for k in text:
+            text[k][rows] = enc[k]
+        return text, text_valid
+
     def decode(self, image_embedding: dict, text: dict[str, Tensor], image_index: Tensor | None = None,
-               output_attentions: bool = False) -> dict:
-        """Pair prompt i with image ``image_index[i]`` (default: i, or 0 for a single image) and decode."""
+               output_attentions: bool = False, geometry: dict[str, Tensor] | None = None) -> dict:
+        """Pair prompt i with image ``image_index[i]`` (default: i, or 0 for a single image) and decode.
+
+        ``geometry`` (models with ``geometric_prompts``): points, boxes and exemplars per prompt row (see
+        :mod:`.prompt_encoder`). Their tokens join the projected words as K/V of the fusion layer and of the
+        decoder's prompt cross-attention, after one learned "no text" token that stands in for the words of the
+        rows whose ``geometry["text_valid"]`` is False (their text features are ignored, and their ImageNet-prior and
+        concept-map channels and statistics are zeroed: they say nothing about a click). K/V of a row is then
+        [T words | no-text | G geometry tokens], padding masked. The output also holds ``pred_iou`` [P, K]."""
         p = text["features"].shape[0]
         n_img = image_embedding["tokens"].shape[0]
         if image_index is None:
@@ -87,12 +119,28 @@ class SamLiteModel(nn.Module):
         h, w = image_embedding["grid"]
         text_tokens = self.text_proj(text["features"].to(tokens.dtype))
         padding = text["padding_mask"].to(tokens.device)
+        keep = None  # [P] 1 for rows with text, 0 for geometry-only rows (their priors are zeroed)
+        if geometry is not None:
+            if not self.config.geometric_prompts:
+                raise ValueError("points, boxes and exemplars need a model with geometric_prompts (this config has "
+                                 "geometric_prompts false)")
+            text_valid = geometry.get("text_valid")
+            text_valid = (torch.ones(p, dtype=torch.bool, device=tokens.device) if text_valid is None
+                          else text_valid.to(tokens.device).bool())
+            # roi_align pools from the prompt-independent tokens, before any prior or fusion
+            geo_tokens, geo_padding = self.prompt_encoder(geometry, tokens.transpose(1, 2).reshape(p, -1, h, w))
+            no_text = self.prompt_encoder.no_text_embed.weight.to(tokens.dtype)[None].expand(p, -1, -1)
+            text_tokens = torch.cat([text_tokens, no_text, geo_tokens], 1)
+            padding = torch.cat([padding | ~text_valid[:, None], text_valid[:, None], geo_padding], 1)
+            keep = text_valid.to(tokens.dtype)
 
         presence_init = prior_stats = prior_maps = concept_prompt_map = None
         stats, presence_parts = [], []
         if self.config.use_imagenet_prior:
             prior_maps, prior_stats = self.prior(image_embedding["class_logits"][image_index], text["sentence"])
             prior_maps, prior_stats = prior_maps.to(tokens.dtype), prior_stats.to(tokens.dtype)
+            if keep is not None:
+                prior_maps, prior_stats = prior_maps * keep[:, None, None, None], prior_stats * keep[:, None]
             tokens, pixel = self._add_prior(tokens, pixel, prior_maps, (h, w), self.prior_token_proj,
                                             self.prior_pixel_proj)
             stats.append(prior_stats)
@@ -103,6 +151,9 @@ class SamLiteModel(nn.Module):
             concept = image_embedding["concept_embedding"][image_index].detach()
             maps, concept_stats, concept_prompt_map = self.image_encoder.concept_map.prior(concept, text["sentence"])
             maps, concept_stats = maps.to(tokens.dtype), concept_stats.to(tokens.dtype)
+            if keep is not None:
+                maps, concept_stats = maps * keep[:, None, None, None], concept_stats * keep[:, None]
+                concept_prompt_map = concept_prompt_map * keep[:, None, None]
             tokens, pixel = self._add_prior(tokens, pixel, maps, (h, w), self.concept_token_proj,
                                             self.concept_pixel_proj)
             stats.append(concept_stats)
@@ -154,10 +205,18 @@ class SamLiteModel(nn.Module):
         return self.image_encoder.concept_map.logits(image_embedding["concept_embedding"])
 
     def forward(self, pixel_values: Tensor, prompts: list[str], image_index: Tensor | None = None,
-                output_attentions: bool = False) -> dict:
-        """With the concept map, the output also holds ``concept_logits`` [B_images, C+1, S/8, S/8]."""
+                output_attentions: bool = False, geometry: dict[str, Tensor] | None = None) -> dict:
+        """With the concept map, the output also holds ``concept_logits`` [B_images, C+1, S/8, S/8]. With
+        ``geometry`` a prompt may be empty (a geometric prompt without text; ``text_valid`` is set from the prompts)."""
         image_embedding = self.encode_image(pixel_values, output_attentions)
-        out = self.decode(image_embedding, self.encode_text(prompts), image_index, output_attentions)
+        if geometry is not None:
+            text, text_valid = self.encode_prompts(prompts)
+            if "text_valid" in geometry:
+                text_valid = text_valid & geometry["text_valid"].cpu().bool()
+            geometry = {**geometry, "text_valid": text_valid}
+        else:
+            text = self.encode_text(prompts)
+        out = self.decode(image_embedding, text, image_index, output_attentions, geometry)
         if self.config.concept_map:
             out["concept_logits"] = self.concept_logits(image_embedding)
         return out

@@ -4,8 +4,12 @@ Losses: ``loss_ce`` sigmoid focal loss on every query's match logit (matched -> 
 negative prompt -> 0), ``loss_mask`` BCE and ``loss_dice`` on matched masks, ``loss_bbox`` L1 and ``loss_giou`` on
 matched boxes, ``loss_presence`` BCE of the presence logit against "the prompt has at least one instance",
 ``loss_sem_bce`` and ``loss_sem_dice`` on the semantic (union of instances) mask painted by the presence token,
-and, for a model with a concept map, ``loss_concept``: its dense softmax over the vocabulary with partial labels, once
-per image (:func:`sam_lite.modeling.concept_map.concept_loss`).
+for a model with a concept map, ``loss_concept``: its dense softmax over the vocabulary with partial labels, once
+per image (:func:`sam_lite.modeling.concept_map.concept_loss`), and for a model with the IoU head (geometric
+prompts), ``loss_iou``: MSE of each query's ``pred_iou`` against the actual IoU of its (thresholded) mask, detached:
+a matched query against its instance, the other queries of a prompt with instances against the best IoU they reach
+with any of them (so the IoU ranks SAM-style alternative masks; the two means are added). Prompts without
+instances leave the IoU head alone.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from ..modeling.concept_map import concept_loss
 from .matcher import HungarianMatcher, resize_masks
 
 DEFAULT_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_bbox": 5.0, "loss_giou": 2.0,
-                   "loss_presence": 2.0, "loss_sem_bce": 2.0, "loss_sem_dice": 2.0, "loss_concept": 2.0}
+                   "loss_presence": 2.0, "loss_sem_bce": 2.0, "loss_sem_dice": 2.0, "loss_concept": 2.0,
+                   "loss_iou": 1.0}
 
 
 def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -84,6 +89,8 @@ class SetCriterion(nn.Module):
         losses = {"loss_ce": loss_ce, "loss_mask": loss_mask / num_instances, "loss_dice": loss_dice / num_instances,
                   "loss_bbox": loss_bbox / num_instances, "loss_giou": loss_giou / num_instances,
                   "loss_presence": loss_presence}
+        if "pred_iou" in outputs:
+            losses["loss_iou"] = self._iou_loss(outputs["pred_iou"].float(), pm, targets, indices)
         if "pred_semantic" in outputs:
             sem = outputs["pred_semantic"].float()
             union = torch.stack([resize_masks(t["masks"], size).amax(0) if t["masks"].shape[0]
@@ -93,6 +100,32 @@ class SetCriterion(nn.Module):
             losses["loss_sem_dice"] = (dice_loss(sem[has].flatten(1), union[has].flatten(1)).mean() if has.any()
                                        else sem.sum() * 0.0)
         return losses
+
+    @staticmethod
+    def _iou_loss(pred_iou: Tensor, pred_masks: Tensor, targets: list[dict[str, Tensor]],
+                  indices: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """pred_iou [B, K], pred_masks [B, K, h, w] logits -> the mean squared error of matched queries against the
+        IoU with their instance plus that of the other queries of positive prompts against their best IoU."""
+        size = pred_masks.shape[-2:]
+        target = torch.zeros_like(pred_iou)
+        matched = torch.zeros_like(pred_iou, dtype=torch.bool)
+        positive = torch.zeros(pred_iou.shape[0], dtype=torch.bool, device=pred_iou.device)
+        with torch.no_grad():
+            for b, (t, (src, j)) in enumerate(zip(targets, indices)):
+                if t["masks"].shape[0] == 0:
+                    continue
+                hard = (pred_masks[b] > 0).flatten(1).float()
+                gt = (resize_masks(t["masks"], size) > 0.5).flatten(1).float().to(hard.device)
+                inter = hard @ gt.T
+                iou = inter / (hard.sum(1)[:, None] + gt.sum(1)[None] - inter).clamp(min=1)  # [K, n]
+                target[b] = iou.max(1).values
+                target[b, src] = iou[src, j]
+                matched[b, src] = True
+                positive[b] = True
+        err = (pred_iou - target) ** 2
+        others = positive[:, None] & ~matched
+        zero = pred_iou.sum() * 0.0
+        return ((err[matched].mean() if matched.any() else zero) + (err[others].mean() if others.any() else zero))
 
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]], dense_labels: Tensor | None = None,
                 dense_allowed: Tensor | None = None) -> dict[str, Tensor]:

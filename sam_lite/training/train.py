@@ -58,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(CocoConcepts.sample_weight); uniform: every photo once per epoch")
     p.add_argument("--partial-labels", choices=["on", "off"], default="on",
                    help="off: ignore the LVIS fields, every photo counts as exhaustively labelled (an ablation)")
+    p.add_argument("--geometric-fraction", type=float, default=0.0,
+                   help="share of the prompts that are geometric (a point, a box or an exemplar box sampled from the "
+                        "instance masks); > 0 turns on the config's geometric_prompts")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--backbone-lr-scale", type=float, default=0.1,
                    help="learning rate of fine-tuned backbone stages relative to --lr (DETR: 0.1)")
@@ -80,6 +83,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--batch-size and --prompts-per-image must be >= 1")
     if args.backbone_lr_scale < 0:
         p.error(f"--backbone-lr-scale must be >= 0, got {args.backbone_lr_scale}")
+    if not 0.0 <= args.geometric_fraction <= 1.0:
+        p.error(f"--geometric-fraction must be in [0, 1], got {args.geometric_fraction}")
+    if args.geometric_fraction > 0 and args.model != "sam_lite":
+        p.error("--geometric-fraction needs --model sam_lite")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:
         p.error(f"--scale-range needs 0 < MIN <= MAX, got {args.scale_range}")
     return args
@@ -99,6 +106,8 @@ def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
     if args.backbone:
         cfg.backbone = args.backbone
         cfg.validate()
+    if getattr(args, "geometric_fraction", 0.0) > 0 and not cfg.geometric_prompts:
+        cfg.geometric_prompts = True  # geometric training prompts need the prompt encoder and the IoU head
     return SamLiteModel(cfg)
 
 
@@ -206,7 +215,8 @@ def main(argv=None) -> Path:
     model_core = build_model(args, coco.vocabulary)
     dataset = ConceptSegmentationDataset(coco, train_ids, model_core.config.image_size,
                                          prompts_per_image=args.prompts_per_image, seed=args.seed,
-                                         scale_range=tuple(args.scale_range))
+                                         scale_range=tuple(args.scale_range),
+                                         geometric_fraction=args.geometric_fraction)
     sample_weights = [coco.sample_weight(i) for i in train_ids] if args.sampling == "labelled" else None
     n_epoch = max(1, round(sum(sample_weights))) if sample_weights is not None else len(train_ids)
     per_epoch = max(1, n_epoch // (args.batch_size * world))
@@ -250,6 +260,7 @@ def main(argv=None) -> Path:
         # building LambdaLR applied lr(0); the saved run was at lr(step)
         for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
             group["lr"] = lr
+    geometric = bool(getattr(getattr(model_core, "config", None), "geometric_prompts", False))
     model = DistributedDataParallel(model_core) if distributed else model_core
     model.train()
 
@@ -271,7 +282,8 @@ def main(argv=None) -> Path:
         t0 = time.time()
         with autocast:
             # one image-encoder pass per image; prompt i is paired with image image_index[i]
-            outputs = model(to_pixels(batch["images"]), batch["prompts"], batch["image_index"])
+            extra = {"geometry": batch["geometry"]} if geometric else {}  # (the baseline takes no geometry)
+            outputs = model(to_pixels(batch["images"]), batch["prompts"], batch["image_index"], **extra)
         if args.model == "sam_lite":
             losses = criterion(outputs, batch["targets"], batch["dense_labels"], batch["dense_allowed"])
         else:

@@ -1,0 +1,78 @@
+"""ONNX export of a geometric_prompts model: the prompt decoder takes points, boxes, exemplars and text_valid."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from sam_lite import SamLiteConfig, SamLiteModel  # noqa: E402
+from sam_lite.export import GEOMETRY_INPUTS, example_inputs, main, run_onnx, run_pytorch  # noqa: E402
+from sam_lite.modeling.prompt_encoder import pad_geometry  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-geo")
+    torch.manual_seed(0)
+    SamLiteModel(SamLiteConfig.from_preset("tiny", geometric_prompts=True)).save_pretrained(root / "ckpt")
+    assert main(["--checkpoint", str(root / "ckpt"), "--out", str(root / "onnx"), "--max-points", "3",
+                 "--max-exemplars", "2"]) == 0  # (verifies against PyTorch itself)
+    model = SamLiteModel.from_pretrained(root / "ckpt")
+    out = root / "onnx"
+    return model, {"image_encoder": out / "image_encoder.onnx", "prompt_decoder": out / "prompt_decoder.onnx"}, out
+
+
+def _close(got, ref):
+    for k, v in ref.items():
+        v = v.detach().float().numpy()
+        assert got[k].shape == v.shape, k
+        np.testing.assert_allclose(got[k], v, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(v).max())), err_msg=k)
+
+
+def test_inputs_outputs_and_manifest(exported):
+    model, paths, out = exported
+    dec = ort.InferenceSession(str(paths["prompt_decoder"]), providers=["CPUExecutionProvider"])
+    shapes = {i.name: i.shape for i in dec.get_inputs()}
+    assert list(shapes)[-len(GEOMETRY_INPUTS):] == list(GEOMETRY_INPUTS)
+    assert shapes["point_coords"][1:] == [3, 2] and shapes["exemplars"][1:] == [2, 4]  # fixed N and E
+    assert isinstance(shapes["point_coords"][0], str)  # batch is symbolic
+    outputs = [o.name for o in dec.get_outputs()]
+    assert outputs[5] == "pred_iou"
+    manifest = json.loads((out / "onnx_export.json").read_text())["prompt_decoder"]
+    assert set(manifest["outputs"]) == set(outputs) and manifest["inputs"][-len(GEOMETRY_INPUTS):] == list(
+        GEOMETRY_INPUTS)
+    assert manifest["visual_prompt"]["max_points"] == 3 and manifest["visual_prompt"]["max_exemplars"] == 2
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnxruntime_matches_pytorch(exported, batch):
+    model, paths, _ = exported
+    ex = example_inputs(model, batch=batch, max_points=3, max_exemplars=2)
+    _close(run_onnx(paths, ex), run_pytorch(model, ex))
+
+
+def test_text_rows_and_full_slots(exported):
+    """A text-only row (all padding), a row with every point and exemplar slot used, and a box-only row."""
+    model, paths, _ = exported
+    rows = [None, {"points": [[1.0, 2.0], [30.0, 40.0], [60.0, 10.0]], "point_labels": [1, 0, 1],
+                   "exemplars": [[0.0, 0.0, 20.0, 20.0], [30.0, 30.0, 63.0, 50.0]]}, {"box": [5.0, 6.0, 40.0, 41.0]}]
+    text, valid = model.encode_prompts(["dog", "", "a small red car"])
+    geo = pad_geometry(rows, 3, 2, valid.tolist())
+    ex = example_inputs(model, batch=3, max_points=3, max_exemplars=2)
+    ex.update({"text_features": text["features"], "text_padding_mask": text["padding_mask"],
+               "sentence": text["sentence"], "point_coords": geo["points"], "point_labels": geo["point_labels"],
+               "boxes": geo["boxes"], "box_valid": geo["box_valid"], "exemplars": geo["exemplars"],
+               "exemplar_valid": geo["exemplar_valid"], "text_valid": geo["text_valid"]})
+    _close(run_onnx(paths, ex), run_pytorch(model, ex))
