@@ -239,9 +239,9 @@ def collate(items: list[dict]) -> dict:
         kinds += it["prompt_types"]
         index += [i] * len(it["prompts"])
         geometry += it.get("geometry") or [None] * len(it["prompts"])
-    return {"geometry": pad_geometry(geometry, min_points=1, min_exemplars=1,
-                                     text_valid=[bool(p) for p in prompts]),"images": torch.stack([it["image"] for it in items]), "prompts": prompts, "targets": targets,
+    return {"images": torch.stack([it["image"] for it in items]), "prompts": prompts, "targets": targets,
             "prompt_types": kinds, "image_index": torch.tensor(index, dtype=torch.long),
+            "geometry": pad_geometry(geometry, min_points=1, min_exemplars=1, text_valid=[bool(p) for p in prompts]),
             "image_ids": [it["image_id"] for it in items],
             "dense_labels": torch.stack([it["dense_labels"] for it in items]),
             "dense_allowed": torch.stack([it["dense_allowed"] for it in items])}
