@@ -46,10 +46,11 @@ log = logging.getLogger("sam_lite.demo")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO_ROOT / "examples"
 EXAMPLES = [
-    ("street_cars_bus.jpg", "yellow car, white car, bus"),
-    ("two_dogs.jpg", "dog"),
-    ("man_with_dog.jpg", "person, black dog"),
-    ("dinner_table.jpg", "person"),
+    ("girls_goats_meadow.jpg", "person, sky, grass"),  # a validation photo: never trained on
+    ("street_cars_bus.jpg", "car, bus, tree"),
+    ("man_with_dog.jpg", "person, dog, couch"),
+    ("dinner_table.jpg", "person, dining table"),
+    ("two_dogs.jpg", "dog, toilet"),
 ]
 DISPLAY_MAX_SIDE = 1024  # uploads are downsized to this before anything else (the model itself sees 320 px)
 TILE_MAX_SIDE = 384  # heat-map tiles in the attention galleries

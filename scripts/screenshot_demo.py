@@ -1,6 +1,6 @@
 """Screenshot the demo (docs/demo.png) with the shipped checkpoint: headless Chromium driven by Playwright.
 
-    python scripts/screenshot_demo.py --prompt "dog, toilet" --image examples/two_dogs.jpg --out docs/demo.png
+    python scripts/screenshot_demo.py --prompt "person, sky, grass" --image examples/girls_goats_meadow.jpg --out docs/demo.png
 """
 
 import argparse

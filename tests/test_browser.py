@@ -72,8 +72,8 @@ def test_prompt_in_the_browser_shows_the_result(page):
 def test_example_fills_image_and_prompt(page):
     from playwright.sync_api import expect
 
-    page.get_by_text("yellow car, white car, bus").first.click()
-    expect(page.get_by_label("What to segment")).to_have_value("yellow car, white car, bus", timeout=TIMEOUT_MS)
+    page.get_by_text("car, bus, tree").first.click()
+    expect(page.get_by_label("What to segment")).to_have_value("car, bus, tree", timeout=TIMEOUT_MS)
     page.get_by_role("button", name="Segment").click()
     page.locator("#summary").get_by_text("presence").first.wait_for()
 
@@ -88,8 +88,8 @@ def test_missing_image_shows_a_message_not_a_traceback(page):
 def test_attention_tab_shows_the_concept_map(page):
     from playwright.sync_api import expect
 
-    page.get_by_text("yellow car, white car, bus").first.click()  # the example fills the image (and prompt)
-    expect(page.get_by_label("What to segment")).to_have_value("yellow car, white car, bus", timeout=TIMEOUT_MS)
+    page.get_by_text("car, bus, tree").first.click()  # the example fills the image (and prompt)
+    expect(page.get_by_label("What to segment")).to_have_value("car, bus, tree", timeout=TIMEOUT_MS)
     page.get_by_role("tab", name="Attention").click()
     prompt = page.get_by_label("Prompt", exact=True)
     prompt.fill("bus")
