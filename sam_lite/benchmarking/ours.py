@@ -31,7 +31,8 @@ def build_model(checkpoint: str | None, image_size: int | None = None):
         model = SamLiteModel.from_pretrained(checkpoint)
     else:
         torch.manual_seed(0)
-        model = SamLiteModel(SamLiteConfig(**({"image_size": image_size} if image_size else {})))
+        # the base preset (with the concept map), random heads
+        model = SamLiteModel(SamLiteConfig.from_preset("base", **({"image_size": image_size} if image_size else {})))
     return model.float().eval()
 
 
