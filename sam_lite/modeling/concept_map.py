@@ -30,14 +30,9 @@ CONCEPT_DIM = 384  # MiniLM's sentence space
 @functools.lru_cache(maxsize=8)
 def concept_name_embeddings(names: tuple[str, ...]) -> Tensor:
     """Normalised MiniLM sentence embeddings [C, 384] of the concept names (frozen encoder: computed once)."""
-    from .text_encoder import _load_minilm
+    from .text_encoder import minilm_sentence_embeddings
 
-    tokenizer, bert = _load_minilm()
-    enc = tokenizer(list(names), padding=True, return_tensors="pt")
-    with torch.no_grad():
-        hidden = bert(**enc).last_hidden_state
-    m = enc["attention_mask"].to(hidden.dtype)[..., None]
-    return F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+    return minilm_sentence_embeddings(list(names))
 
 
 def _conv_norm_act(cin: int, cout: int, k: int) -> nn.Sequential:

@@ -132,16 +132,21 @@ class TextEncoder(nn.Module):
 CLASS_EMBEDDINGS_FILE = Path(__file__).resolve().parent.parent / "assets" / "imagenet_class_embeddings.safetensors"
 
 
-def compute_imagenet_class_embeddings() -> Tensor:
-    """MiniLM embeddings of "a photo of a {class}" for the 1,000 ImageNet classes: [1000, 384] (~10 s on 2 cores)."""
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
+def minilm_sentence_embeddings(texts: list[str]) -> Tensor:
+    """Normalised mean-pooled MiniLM embeddings [N, 384] of ``texts``, in one padded batch (no cache, no grad)."""
     tokenizer, bert = _load_minilm()
-    enc = tokenizer([f"a photo of a {c}" for c in _IMAGENET_CATEGORIES], padding=True, return_tensors="pt")
+    enc = tokenizer(list(texts), padding=True, return_tensors="pt")
     with torch.no_grad():
         hidden = bert(**enc).last_hidden_state
     m = enc["attention_mask"].to(hidden.dtype)[..., None]
     return F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+
+
+def compute_imagenet_class_embeddings() -> Tensor:
+    """MiniLM embeddings of "a photo of a {class}" for the 1,000 ImageNet classes: [1000, 384] (~10 s on 2 cores)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return minilm_sentence_embeddings([f"a photo of a {c}" for c in _IMAGENET_CATEGORIES])
 
 
 @functools.lru_cache(maxsize=1)
