@@ -39,7 +39,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="sam-lite train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="../shared/data/coco_mini", help="COCO-format dataset directory")
-    p.add_argument("--config", default="base", help="preset name (tiny, small, base) or a config.json path")
+    p.add_argument("--config", default=None,
+                   help="preset name (tiny, small, base) or a config.json path; default: base, or the --init-from "
+                        "checkpoint's config")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start from the weights of a save_pretrained directory (modules it lacks, e.g. "
+                        "the geometric prompt encoder, start fresh); the schedule starts at step 0")
+    p.add_argument("--freeze", nargs="+", default=(), metavar="PREFIX",
+                   help="parameter-name prefixes kept fixed, e.g. image_encoder. (fine-tune the decoder only)")
     p.add_argument("--model", default="sam_lite", choices=["sam_lite", "clipseg_baseline"])
     p.add_argument("--minutes", type=float, default=None, help="training time budget (sets the step count)")
     p.add_argument("--epochs", type=float, default=None, help="passes over the training images")
@@ -89,6 +96,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--geometric-fraction needs --model sam_lite")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:
         p.error(f"--scale-range needs 0 < MIN <= MAX, got {args.scale_range}")
+    if args.init_from is not None:
+        if args.model != "sam_lite":
+            p.error("--init-from needs --model sam_lite")
+        if not (Path(args.init_from) / "config.json").is_file():
+            p.error(f"--init-from: {args.init_from} is not a checkpoint directory (no config.json)")
+    if args.config is None:
+        args.config = str(Path(args.init_from) / "config.json") if args.init_from else "base"
     return args
 
 
@@ -109,6 +123,22 @@ def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
     if getattr(args, "geometric_fraction", 0.0) > 0 and not cfg.geometric_prompts:
         cfg.geometric_prompts = True  # geometric training prompts need the prompt encoder and the IoU head
     return SamLiteModel(cfg)
+
+
+def init_from_checkpoint(model: SamLiteModel, directory: str | Path) -> list[str]:
+    """Load a checkpoint's tensors into ``model`` (shapes must agree); returns the names of the model's trainable
+    tensors the checkpoint lacks (new modules, which keep their fresh initialisation)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(directory) / "model.safetensors"))
+    expected = model.trainable_state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if unexpected or wrong:
+        raise SystemExit(f"error: --init-from {directory} does not fit the config: unexpected {unexpected[:5]}, "
+                         f"wrong shapes {wrong[:5]}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+    return sorted(set(expected) - set(state))
 
 
 class EpochBatchSampler:
@@ -222,6 +252,16 @@ def main(argv=None) -> Path:
     per_epoch = max(1, n_epoch // (args.batch_size * world))
 
     # --- model, optimiser, schedule ---
+    if args.init_from is not None:
+        fresh = init_from_checkpoint(model_core, args.init_from)
+        if rank == 0:
+            print(f"init from {args.init_from}; fresh: {sorted({k.rsplit('.', 1)[0] for k in fresh}) or 'none'}")
+    frozen = [n for n, p in model_core.named_parameters() if n.startswith(tuple(args.freeze))]
+    if args.freeze and not frozen:
+        raise SystemExit(f"error: --freeze {' '.join(args.freeze)} matches no parameter name")
+    for n, p in model_core.named_parameters():
+        if n.startswith(tuple(args.freeze)):
+            p.requires_grad_(False)
     named = [(n, p) for n, p in model_core.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     groups = []
