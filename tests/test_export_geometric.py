@@ -76,3 +76,25 @@ def test_text_rows_and_full_slots(exported):
                "boxes": geo["boxes"], "box_valid": geo["box_valid"], "exemplars": geo["exemplars"],
                "exemplar_valid": geo["exemplar_valid"], "text_valid": geo["text_valid"]})
     _close(run_onnx(paths, ex), run_pytorch(model, ex))
+
+
+def test_benchmark_text_feeds_fill_the_visual_prompt_inputs(exported):
+    """The benchmark's text path on a geometric export: the inputs it does not feed get 'no visual prompt', and the
+    answer is the PyTorch model's for the text prompt alone (geometry=None)."""
+    from sam_lite.benchmarking.common import empty_visual_prompt_feeds
+
+    model, paths, _ = exported
+    ex = example_inputs(model, batch=1, max_points=3, max_exemplars=2)
+    text = model.encode_text(["dog"])
+    ex = {"pixel_values": ex["pixel_values"], "text_features": text["features"],
+          "text_padding_mask": text["padding_mask"], "sentence": text["sentence"]}
+    enc = ort.InferenceSession(str(paths["image_encoder"]), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(paths["prompt_decoder"]), providers=["CPUExecutionProvider"])
+    feeds = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {"pixel_values": ex["pixel_values"].numpy()})))
+    feeds.update({k: v.numpy() for k, v in ex.items() if k != "pixel_values"})
+    blank = empty_visual_prompt_feeds(dec.get_inputs(), feeds)
+    assert sorted(blank) == sorted(GEOMETRY_INPUTS)
+    assert (blank["point_labels"] == -1).all() and blank["text_valid"].all() and not blank["box_valid"].any()
+    got = dict(zip([o.name for o in dec.get_outputs()], dec.run(None, {**feeds, **blank})))
+    ref = run_pytorch(model, ex)
+    _close(got, {k: ref[k] for k in ("pred_logits", "pred_masks", "pred_boxes", "presence_logits", "scores")})

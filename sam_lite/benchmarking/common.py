@@ -19,3 +19,16 @@ _T0 = time.perf_counter()
 
 def log(*a) -> None:
     print(f"[{time.perf_counter() - _T0:6.1f} s]", *a, file=sys.stderr, flush=True)
+
+
+def empty_visual_prompt_feeds(decoder_inputs, fed, batch: int = 1) -> dict:
+    """Feeds for the prompt-decoder inputs that ``fed`` (names) lacks: on a ``geometric_prompts`` export those are
+    the visual-prompt inputs, and a text prompt gives none (point labels -1 = padding, no box, no exemplar, text
+    present). ``decoder_inputs``: the session's ``get_inputs()``; numpy is imported here, in the caller's process."""
+    import numpy as np
+
+    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
+    fill = {"point_labels": -1, "text_valid": True}
+    return {i.name: np.full([d if isinstance(d, int) else batch for d in i.shape], fill.get(i.name, 0),
+                            dtypes[i.type])
+            for i in decoder_inputs if i.name not in fed}

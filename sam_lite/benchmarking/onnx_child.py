@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 try:
-    from .common import EXAMPLE_IMAGE, PROMPT
+    from .common import EXAMPLE_IMAGE, PROMPT, empty_visual_prompt_feeds
 except ImportError:  # run by path, outside the package: load common.py (standard library only) from its file
     import importlib.util
 
@@ -18,6 +18,7 @@ except ImportError:  # run by path, outside the package: load common.py (standar
     _common = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_common)
     EXAMPLE_IMAGE, PROMPT = _common.EXAMPLE_IMAGE, _common.PROMPT
+    empty_visual_prompt_feeds = _common.empty_visual_prompt_feeds
 
 
 def onnx_child(argv: list[str]) -> None:
@@ -72,6 +73,7 @@ def onnx_child(argv: list[str]) -> None:
         mask = _np.array([e.attention_mask], _np.int64)
         feats, sentence = txt.run(None, {"input_ids": ids, "attention_mask": mask})
         feeds.update(text_features=feats, text_padding_mask=mask == 0, sentence=sentence)
+        feeds.update(empty_visual_prompt_feeds(dec.get_inputs(), feeds))  # a geometric export: no visual prompt
         return dec.run(None, {n: feeds[n] for n in dec_inputs})
 
     for _ in range(2):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import EXAMPLE_IMAGE, PROMPT, ROOT, TRAIN_PROMPTS, log
+from .common import EXAMPLE_IMAGE, PROMPT, ROOT, TRAIN_PROMPTS, empty_visual_prompt_feeds, log
 from .timing import timeit
 
 
@@ -232,6 +232,9 @@ def bench_ours(model, image, args, trained: bool) -> dict:
     four = ["red car", "bus", "person", "traffic light"]
     res["predict_4_new_prompts_one_call"] = timeit(lambda: pred.predict(four, score_threshold=thr), r // 2 or 1, 1,
                                                    before=lambda: clear_text_cache(model))
+    if model.config.geometric_prompts:  # a click in the middle of the photo: the one object under it
+        click = [[image.width / 2, image.height / 2]]
+        res["predict_click"] = timeit(lambda: pred.predict(points=click), r, w)
 
     def e2e():
         pred.set_image(image)
@@ -316,6 +319,7 @@ def bench_onnxruntime(model, pred, image, args) -> dict:
         text = model.encode_text([PROMPT])
         feeds = {**img, "text_features": text["features"].numpy(), "text_padding_mask": text["padding_mask"].numpy(),
                  "sentence": text["sentence"].numpy()}
+        feeds.update(empty_visual_prompt_feeds(dec.get_inputs(), feeds))  # a geometric export: no visual prompt
         return dec.run(None, {k: feeds[k] for k in dec_inputs})
 
     img = encode_image()

@@ -142,7 +142,10 @@ def render_md(R: dict, notes: str) -> str:
                        ("predict_new_prompt", "predict, new prompt (MiniLM runs)"),
                        ("predict_cached_prompt", "predict, repeated prompt (text cache hit)"),
                        ("predict_4_new_prompts_one_call", "predict, 4 new prompts in one call"),
+                       ("predict_click", "predict, one click (geometric_prompts checkpoints)"),
                        ("end_to_end", "image -> masks (set_image + new prompt)")):
+        if key not in ours:
+            continue
         t = ours[key]
         L.append(f"| {label} | {fmt_ms(t['median_ms'])} | {fmt_ms(t['min_ms'])} | {fmt_ms(t['max_ms'])} |")
 
