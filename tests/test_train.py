@@ -141,6 +141,36 @@ def test_fine_tuned_backbone_stages_train_at_a_scaled_learning_rate(data_dir, tm
         assert all(torch.equal(sd[k], packaged[k]) for k in sd if k.startswith("_blocks.0."))  # frozen stage 0
 
 
+def test_init_from_fine_tunes_with_new_modules_and_frozen_prefixes(data_dir, tmp_path):
+    """--init-from: the checkpoint's config and weights, the geometric prompt encoder (absent from the text
+    checkpoint) fresh; --freeze keeps the image encoder at the checkpoint's weights while the decoder moves."""
+    from sam_lite import SamLiteModel
+
+    base = ["--batch-size", "2", "--prompts-per-image", "2", "--workers", "0", "--threads", "1", "--save-every", "2",
+            "--warmup-steps", "1", "--steps", "2", "--data", data_dir, "--lr", "1e-3"]
+    _train([*base, "--config", "tiny", "--out", tmp_path / "text"])
+    r = _train([*base, "--init-from", tmp_path / "text" / "final", "--geometric-fraction", "0.5",
+                "--freeze", "image_encoder.", "--out", tmp_path / "geo"])
+    assert "fresh: [" in r.stdout and "prompt_encoder.type_embed" in r.stdout
+    a = SamLiteModel.from_pretrained(tmp_path / "text" / "final")
+    b = SamLiteModel.from_pretrained(tmp_path / "geo" / "final")
+    assert b.config.geometric_prompts and not a.config.geometric_prompts
+    assert a.config.d_model == b.config.d_model  # the checkpoint's config, not the default preset
+    sa, sb = a.state_dict(), b.state_dict()
+    enc = [k for k in a.trainable_state_dict() if k.startswith("image_encoder.")]
+    assert enc and all(torch.equal(sa[k], sb[k]) for k in enc)
+    dec = [k for k in sa if k.startswith("decoder.layers.") and k.endswith("weight")]
+    assert any(not torch.equal(sa[k], sb[k]) for k in dec)
+
+
+@pytest.mark.parametrize("extra, message", [(["--init-from", "/no/such/dir"], "not a checkpoint directory"),
+                                            (["--freeze", "no_such_module."], "matches no parameter")])
+def test_init_from_and_freeze_errors_are_clear(data_dir, tmp_path, extra, message):
+    r = subprocess.run([sys.executable, "scripts/train.py", "--data", str(data_dir), "--out", str(tmp_path / "x"),
+                        "--steps", "1", *COMMON, *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+
+
 def test_resume_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
     r = subprocess.run([sys.executable, "scripts/train.py", "--data", str(data_dir), "--out", str(tmp_path / "x"),
                         "--steps", "2", *COMMON, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
