@@ -94,6 +94,9 @@ class SamLiteConfig:
     # that join the words as K/V of the fusion layer and the decoder, plus a per-query predicted-IoU head. False:
     # the model and its state dict are exactly those of a text-only model
     geometric_prompts: bool = False
+    # with geometric_prompts: the visual prompt also drawn as dense maps (clicks, box, exemplars, "like this"
+    # similarity on the concept map) added to the image tokens and pixel embedding (modeling/geometry_prior.py)
+    geometry_prior: bool = False
 
     def __post_init__(self) -> None:
         self.concept_names = list(self.concept_names) if isinstance(self.concept_names, (list, tuple)) \
@@ -137,8 +140,10 @@ class SamLiteConfig:
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("use_imagenet_prior", "freeze_text_encoder", "mask_rescoring", "fused_pixel_embedding",
-                     "fusion_self_attention", "concept_map", "concept_rescoring", "geometric_prompts"):
+                     "fusion_self_attention", "concept_map", "concept_rescoring", "geometric_prompts",
+                     "geometry_prior"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        need(not self.geometry_prior or self.geometric_prompts, "geometry_prior needs geometric_prompts")
         for name in ("score_threshold", "presence_threshold"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and 0.0 <= v <= 1.0, f"{name} must be in [0, 1], got {v!r}")

@@ -15,6 +15,7 @@ from .decoder import FusionLayer, QueryDecoder
 from .heads import PredictionHeads
 from .image_encoder import ImageEncoder
 from .prior import NUM_PRIOR_CHANNELS, NUM_PRIOR_STATS, ImageNetPrior
+from .geometry_prior import NUM_GEOMETRY_CHANNELS, geometry_prior
 from .prompt_encoder import GeometricPromptEncoder
 from .text_encoder import TextEncoder
 
@@ -60,6 +61,11 @@ class SamLiteModel(nn.Module):
             self.concept_presence_proj = nn.Linear(NUM_CONCEPT_STATS, d)
         if config.geometric_prompts:  # points, boxes and exemplars as K/V tokens next to the words
             self.prompt_encoder = GeometricPromptEncoder(d, config.image_size)
+        if config.geometry_prior:  # ... and drawn as maps; no bias, zero start: text rows are untouched
+            self.geometry_token_proj = nn.Linear(NUM_GEOMETRY_CHANNELS, d, bias=False)
+            self.geometry_pixel_proj = nn.Conv2d(NUM_GEOMETRY_CHANNELS, config.mask_dim, 1, bias=False)
+            nn.init.zeros_(self.geometry_token_proj.weight)
+            nn.init.zeros_(self.geometry_pixel_proj.weight)
         if load_pretrained:
             self.image_encoder.load_backbone_weights()
         self.image_encoder.freeze_backbone()
@@ -106,7 +112,9 @@ class SamLiteModel(nn.Module):
         decoder's prompt cross-attention, after one learned "no text" token that stands in for the words of the
         rows whose ``geometry["text_valid"]`` is False (their text features are ignored, and their ImageNet-prior and
         concept-map channels and statistics are zeroed: they say nothing about a click). K/V of a row is then
-        [T words | no-text | G geometry tokens], padding masked. The output also holds ``pred_iou`` [P, K]."""
+        [T words | no-text | G geometry tokens], padding masked. With ``geometry_prior`` the geometry is also drawn
+        as dense maps added to the tokens and pixel embedding (:mod:`.geometry_prior`). The output also holds
+        ``pred_iou`` [P, K]."""
         p = text["features"].shape[0]
         n_img = image_embedding["tokens"].shape[0]
         if image_index is None:
@@ -160,6 +168,13 @@ class SamLiteModel(nn.Module):
             presence_parts.append(self.concept_presence_proj(concept_stats))
         if stats:
             prior_stats, presence_init = torch.cat(stats, 1), sum(presence_parts)
+        if geometry is not None and self.config.geometry_prior:
+            concept = image_embedding.get("concept_embedding")
+            concept = concept[image_index].detach() if concept is not None else None
+            maps = geometry_prior({k: v.to(tokens.device) for k, v in geometry.items()}, pixel.shape[-1],
+                                  self.config.image_size, concept).to(tokens.dtype)
+            tokens, pixel = self._add_prior(tokens, pixel, maps, (h, w), self.geometry_token_proj,
+                                            self.geometry_pixel_proj)
 
         attentions: dict[str, Tensor] = {}
         if output_attentions:

@@ -68,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--geometric-fraction", type=float, default=0.0,
                    help="share of the prompts that are geometric (a point, a box or an exemplar box sampled from the "
                         "instance masks); > 0 turns on the config's geometric_prompts")
+    p.add_argument("--geometry-prior", choices=["on", "off"], default="on",
+                   help="with --geometric-fraction: also draw the visual prompt as dense maps (config "
+                        "geometry_prior; off: prompt tokens only, an ablation)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--backbone-lr-scale", type=float, default=0.1,
                    help="learning rate of fine-tuned backbone stages relative to --lr (DETR: 0.1)")
@@ -122,6 +125,8 @@ def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
         cfg.validate()
     if getattr(args, "geometric_fraction", 0.0) > 0 and not cfg.geometric_prompts:
         cfg.geometric_prompts = True  # geometric training prompts need the prompt encoder and the IoU head
+    if getattr(args, "geometric_fraction", 0.0) > 0:
+        cfg.geometry_prior = args.geometry_prior == "on"
     return SamLiteModel(cfg)
 
 
