@@ -5,13 +5,16 @@ import functools
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
 from ..predictor import PredictionResult, SamLitePredictor
-from ..processing import load_image
+from ..processing import ORIGINAL_SIZE_KEY, load_image
 
 log = logging.getLogger("sam_lite.demo")
 
@@ -46,17 +49,35 @@ def require_image(image) -> None:
         raise ValueError("Please upload an image (or pick one of the examples) first.")
 
 
-def prepare_image(image) -> tuple[Image.Image, str]:
-    """Anything :func:`load_image` takes -> (RGB image with longest side <= 1024 px, content hash)."""
+@dataclass(frozen=True)
+class Photo:
+    """An upload as the demo uses it."""
+
+    image: Image.Image  # RGB, longest side <= DISPLAY_MAX_SIDE: what the predictor sees and the results are drawn on
+    key: str  # content hash of ``image`` (the embedding cache's key)
+    upload_size: tuple[int, int]  # (W, H) of the upload: the pixels visual prompts are given in, as in the CLI
+
+
+def load_photo(image) -> Photo:
+    """Anything :func:`load_image` takes -> :class:`Photo` (downsized to DISPLAY_MAX_SIDE, hashed)."""
     require_image(image)
     pil = load_image(image)
+    h, w = pil.info.get(ORIGINAL_SIZE_KEY, (pil.height, pil.width))
     if max(pil.size) > DISPLAY_MAX_SIDE:
         s = DISPLAY_MAX_SIDE / max(pil.size)
         pil = pil.resize((max(1, round(pil.width * s)), max(1, round(pil.height * s))), Image.BILINEAR)
+    # the predictor would return masks at that original size; the demo works at the size of its own copy
+    pil.info.pop(ORIGINAL_SIZE_KEY, None)
     arr = np.asarray(pil)
     key = hashlib.blake2b(arr.tobytes(), digest_size=16)
     key.update(repr(arr.shape).encode())
-    return pil, key.hexdigest()
+    return Photo(pil, key.hexdigest(), (w, h))
+
+
+def prepare_image(image) -> tuple[Image.Image, str]:
+    """Anything :func:`load_image` takes -> (RGB image with longest side <= 1024 px, content hash)."""
+    photo = load_photo(image)
+    return photo.image, photo.key
 
 
 class SegmentationService:
@@ -68,10 +89,9 @@ class SegmentationService:
         self._key: str | None = None
         self.image_encodings = 0  # how many times an image embedding was computed (tests read it)
 
-    def predict(self, image: Image.Image, key: str, prompts: list[str], threshold: float,
-                return_attention: bool = False, return_concept_map: bool = False
-                ) -> tuple[list[PredictionResult], bool]:
-        """-> (one result per prompt, whether the cached embedding was reused)."""
+    @contextmanager
+    def _image(self, image: Image.Image, key: str) -> Iterator[bool]:
+        """Hold the lock with ``image`` set on the predictor; yields whether its cached embedding was reused."""
         with self._lock:
             cached = self._key == key and self.predictor.is_image_set
             if not cached:
@@ -79,10 +99,26 @@ class SegmentationService:
                 self.predictor.set_image(image)
                 self._key = key
                 self.image_encodings += 1
+            yield cached
+
+    def predict(self, image: Image.Image, key: str, prompts: list[str], threshold: float,
+                return_attention: bool = False, return_concept_map: bool = False
+                ) -> tuple[list[PredictionResult], bool]:
+        """-> (one result per prompt, whether the cached embedding was reused)."""
+        with self._image(image, key) as cached:
             results = self.predictor.predict(prompts, score_threshold=float(threshold),
                                              return_attention=return_attention, max_instances=MAX_INSTANCES,
                                              return_concept_map=return_concept_map)
         return results, cached
+
+    def predict_visual(self, image: Image.Image, key: str, prompt: str | None, threshold: float,
+                       multimask: bool = False, **visual) -> tuple[PredictionResult, bool]:
+        """Points / point_labels / box / exemplars in pixels of ``image`` (see :meth:`SamLitePredictor.predict`)
+        -> (the result, whether the cached embedding was reused)."""
+        with self._image(image, key) as cached:
+            result = self.predictor.predict(prompt, **visual, multimask_output=multimask,
+                                            score_threshold=float(threshold), max_instances=MAX_INSTANCES)
+        return result, cached
 
     def warm_up(self) -> None:
         """The first prompt of a process pays for one-off set-up (class-name embeddings); pay it at start-up."""
