@@ -9,7 +9,8 @@ import gradio as gr
 
 from ..predictor import DEFAULT_CHECKPOINT, SamLitePredictor
 from .service import MAX_PROMPT_CHARS, SegmentationService, readable_upload_errors, user_errors
-from .views import explain, patch_attention, segment
+from .views import explain, patch_attention
+from .visual import CLICK_MODES, POSITIVE, Clicks, add_click, describe_clicks, new_photo, prompt_canvas, segment_any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "examples"
@@ -26,7 +27,18 @@ MAX_UPLOAD = "25mb"
 INTRO = """# sam-lite: segment anything you can name
 Upload a photo (or pick an example), type what to find (**red car**; several things: **car, person**) and press
 **Segment**. Every instance gets its own layer; the presence probability says whether the concept is in the photo at
-all. The **Attention** tab shows how the model found it."""
+all. Checkpoints trained with geometric prompts also take SAM's visual prompts: click on the photo for positive and
+negative points or two box corners (or type the box), and the object under them comes back with its predicted IoU;
+**Find all like this** turns the box into an example of what to find everywhere. The **Attention** tab shows how the
+model found it."""
+
+VISUAL_TEXT = """**Visual prompts.** Click on the photo below: points and a box pick *one* object (its best mask, no
+threshold; **Show 3 alternatives** gives SAM's answer to an ambiguous click, ranked by predicted IoU). **Find all like
+this** makes the box an example: every instance like it above the score threshold. Text is optional here; with it,
+text and clicks both constrain."""
+
+TEXT_ONLY_NOTE = ("<sub>This checkpoint takes text prompts only (it was trained without geometric prompts), so "
+                  "clicks, boxes and exemplars are off.</sub>")
 
 CONCEPT_TEXT = """**Concept map: which patches are relevant to the words.** Once per image, the image encoder paints
 every 8 px cell with an embedding in the same sentence space as the text encoder's prompt embedding; comparing the
@@ -54,10 +66,11 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
     config = service.predictor.model.config
 
     @user_errors
-    def on_segment(image, text, threshold):
-        value, colours, summary, prompts = segment(service, image, text, threshold)
+    def on_segment(image, text, threshold, box_text="", find_all=False, multimask=False, clicks=None):
+        value, colours, summary, prompts = segment_any(service, image, text, threshold, clicks, box_text, find_all,
+                                                       multimask)
         return (gr.AnnotatedImage(value=value, color_map=colours), summary,
-                gr.Dropdown(choices=prompts, value=prompts[0]))
+                gr.Dropdown(choices=prompts, value=prompts[0]) if prompts else gr.skip())
 
     @user_errors
     def on_explain(image, prompt, threshold, n_queries):
@@ -89,10 +102,17 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     image = readable_upload_errors(gr.Image(
-                        label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=420))
+                        label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                        height=300 if config.geometric_prompts else 420))
                     prompt = gr.Textbox(label="What to segment", placeholder="red car   (several: car, person)",
                                         max_length=MAX_PROMPT_CHARS, max_lines=1)
-                    threshold = gr.Slider(0.0, 1.0, value=float(getattr(config, "score_threshold", 0.5)), step=0.01, label="Score threshold", elem_id="threshold",
+                    if config.geometric_prompts:
+                        visual_inputs = visual_controls(image)
+                    else:
+                        visual_inputs = []
+                        gr.Markdown(TEXT_ONLY_NOTE, elem_id="text-only-note")
+                    threshold = gr.Slider(0.0, 1.0, value=float(getattr(config, "score_threshold", 0.5)), step=0.01,
+                                          label="Score threshold", elem_id="threshold",
                                           info="keep instances whose score (match x presence) is at least this")
                     run = gr.Button("Segment", variant="primary")
                 with gr.Column(scale=1):
@@ -128,15 +148,17 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
                     click_photo = gr.Image(label="Click a point", type="pil", interactive=False, elem_id="click-photo")
                     self_caption = gr.Markdown(elem_id="self-caption")
                 with gr.Column(scale=2):
-                    self_gallery = gr.Gallery(label="Encoder self-attention from the clicked patch", elem_id="self-gallery",
+                    self_gallery = gr.Gallery(label="Encoder self-attention from the clicked patch",
+                                              elem_id="self-gallery",
                                               columns=min(3, max(1, config.encoder_layers)),
                                               height="auto", object_fit="contain")
             patch_words = gr.Image(label="Fusion: which words the clicked patch listens to", type="pil",
                                    interactive=False)
 
-        seg_inputs = [image, prompt, threshold]
+        seg_inputs = [image, prompt, threshold, *visual_inputs]
         run.click(on_segment, seg_inputs, [result, summary, attn_prompt], api_name="segment")
-        prompt.submit(on_segment, seg_inputs, [result, summary, attn_prompt], api_name=False)
+        for text_field in [prompt, *visual_inputs[:1]]:  # Enter in the prompt or in the box text segments too
+            text_field.submit(on_segment, seg_inputs, [result, summary, attn_prompt], api_name=False)
         explain_outputs = [concept_image, concept_caption, attn_gallery, word_chart, attn_caption, view_state,
                            click_photo, self_gallery, patch_words, self_caption]
         explain_inputs = [image, attn_prompt, threshold, n_queries]
@@ -145,6 +167,44 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
         click_photo.select(on_click, [view_state], [click_photo, self_gallery, patch_words, self_caption],
                            api_name=False)
     return demo
+
+
+def visual_controls(image: gr.Image) -> list:
+    """The Segment tab's click-on-the-photo controls, wired to the upload ``image`` (its clicks are dropped
+    whenever the photo changes) -> the extra inputs of the Segment button: box text, find all, multimask, clicks."""
+    gr.Markdown(VISUAL_TEXT)
+    with gr.Group():
+        canvas = gr.Image(label="Click on the photo", type="pil", interactive=False, elem_id="prompt-canvas",
+                          height=360)
+        mode = gr.Radio(CLICK_MODES, value=POSITIVE, label="Click adds", info="two box corners make a box; a third "
+                        "starts a new one")
+        with gr.Row():
+            box_text = gr.Textbox(value="", label="Box x0,y0,x1,y1", placeholder="or type it: 40,60,300,420",
+                                  info="pixels of the photo", max_lines=1, elem_id="box", scale=2)
+            find_all = gr.Checkbox(value=False, label="Find all like this",
+                                   info="the box is an example: every instance like it (score threshold)")
+            multimask = gr.Checkbox(value=False, label="Show 3 alternatives",
+                                    info="points / a box: SAM's ambiguity answer, ranked by predicted IoU")
+    clear = gr.Button("Clear clicks", size="sm")
+    clicks_info = gr.Markdown(elem_id="clicks")
+    clicks = gr.State(Clicks())
+
+    def show(c: Clicks, box: str, find: bool):
+        return c, box, prompt_canvas(c, box, find), f"<sub>{describe_clicks(c, box)}</sub>"
+
+    @user_errors
+    def on_select(c: Clicks, box: str, how: str, find: bool, evt: gr.SelectData):
+        return show(*add_click(c, box, how, evt.index), find)
+
+    shown = [clicks, box_text, canvas, clicks_info]
+    image.change(user_errors(lambda im, find: show(new_photo(im), "", find)), [image, find_all], shown,
+                 api_name=False)
+    canvas.select(on_select, [clicks, box_text, mode, find_all], shown, api_name=False)
+    clear.click(lambda c, find: show(Clicks(c.photo), "", find), [clicks, find_all], shown, api_name=False)
+    for edited in (box_text, find_all):
+        edited.input(lambda c, box, find: show(c, box, find)[2:], [clicks, box_text, find_all], shown[2:],
+                     api_name=False, trigger_mode="always_last")
+    return [box_text, find_all, multimask, clicks]
 
 
 def serve(predictor: SamLitePredictor, host: str = "127.0.0.1", port: int = 7860, block: bool = True,

@@ -118,3 +118,23 @@ def bar_chart(tokens: list[str], series: dict[str, list[np.ndarray]], panel_titl
     fig.savefig(buf, format="png")
     buf.seek(0)
     return Image.open(buf).convert("RGB")
+
+
+def draw_prompt(photo: Image.Image, points=(), labels=(), box=None, corner=None, exemplar: bool = False
+                ) -> Image.Image:
+    """A copy of ``photo`` with a visual prompt on it (pixels of ``photo``): positive points green, negative ones
+    red, the box yellow (cyan when it is an exemplar), a pending first box corner as a yellow cross."""
+    out = photo.convert("RGB")
+    d = ImageDraw.Draw(out)
+    r = max(4, round(max(out.size) / 90))
+    width = max(2, round(max(out.size) / 300))
+    if box is not None:
+        d.rectangle([float(v) for v in box], outline=(0, 229, 255) if exemplar else (255, 212, 0), width=width)
+    if corner is not None:
+        x, y = corner
+        d.line([x - r, y - r, x + r, y + r], fill=(255, 212, 0), width=width)
+        d.line([x - r, y + r, x + r, y - r], fill=(255, 212, 0), width=width)
+    for (x, y), label in zip(points, labels):
+        d.ellipse([x - r, y - r, x + r, y + r], fill=(0, 200, 60) if label == 1 else (230, 30, 30),
+                  outline=(255, 255, 255), width=max(1, width // 2))
+    return out
