@@ -136,3 +136,6 @@ def test_click_on_the_photo_segments_the_object_under_it(geometric_page):
     assert page.locator("#result img").count() >= 2  # the photo + the mask layer
     assert "object under the clicks" in page.locator("#summary").inner_text()
     assert "Traceback" not in page.content()
+    # another photo: the clicks on the last one are gone
+    page.locator("input[type=file]").first.set_input_files(str(REPO / "examples" / "street_cars_bus.jpg"))
+    page.locator("#clicks").get_by_text("no points").wait_for()
