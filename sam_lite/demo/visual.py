@@ -160,20 +160,23 @@ def segment_any(service: SegmentationService, image, text: str, threshold: float
         label = f"{name} #{j + 1} ({f'IoU {iou:.2f}' if one_object else f'{score:.2f}'})"
         layers.append((mask.numpy().astype(np.float32), label))
         colours[label] = instance_colour(0, j)
-    given = describe_clicks(clicks, box_text)
     text_part = f" and the text '{prompts[0]}'" if prompts else ""
-    if one_object:
-        what = (f"**object under the clicks{text_part}**: " + (
-            "no mask found" if not len(r) else
-            f"best mask, predicted IoU {float(r.iou_predictions[0]):.2f}" if len(r) == 1 else
-            f"{len(r)} alternatives, ranked by predicted IoU (SAM's answer to an ambiguous click)"))
-        rule = "Points and a box pick one object: its best mask, no threshold."
-    else:
+    if not one_object:
         what = (f"**every instance like the box{text_part}**: {len(r) or 'none'} above the threshold, presence "
                 f"{r.presence:.2f}")
         rule = f"'Find all like this' keeps instances scoring at least {float(threshold):.2f} (match x presence)."
+    else:
+        if len(r) == 0:
+            found = "no mask found"
+        elif len(r) == 1:
+            found = f"best mask, predicted IoU {float(r.iou_predictions[0]):.2f}"
+        else:
+            found = f"{len(r)} alternatives, ranked by predicted IoU (SAM's answer to an ambiguous click)"
+        what = f"**object under the clicks{text_part}**: {found}"
+        rule = "Points and a box pick one object: its best mask, no threshold."
     how = "image embedding reused from cache" if cached else "image encoded"
-    summary = f"- {what}\n\n<sub>{given} {rule} {how}; {dt:.2f} s.</sub>"
-    marks = draw_prompt(photo.image, visual.get("points", []), visual.get("point_labels", []),
-                        visual.get("box") or (visual.get("exemplars") or [None])[0], exemplar=not one_object)
+    summary = f"- {what}\n\n<sub>{describe_clicks(clicks, box_text)} {rule} {how}; {dt:.2f} s.</sub>"
+    box = visual["box"] if "box" in visual else visual.get("exemplars", [None])[0]
+    marks = draw_prompt(photo.image, visual.get("points", []), visual.get("point_labels", []), box,
+                        exemplar=not one_object)
     return (marks, layers), colours, summary, prompts
