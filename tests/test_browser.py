@@ -37,15 +37,25 @@ def browser():
             b.close()
 
 
-@pytest.fixture
-def page(browser, demo_url):
+def _open(browser, url: str):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(demo_url, wait_until="domcontentloaded")
+    page.goto(url, wait_until="domcontentloaded")
     page.get_by_label("What to segment").wait_for()
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(browser, demo_url):
+    yield from _open(browser, demo_url)
+
+
+@pytest.fixture
+def geometric_page(browser, geometric_demo_url):
+    """The demo on a checkpoint that takes points, boxes and exemplars."""
+    yield from _open(browser, geometric_demo_url)
 
 
 def test_prompt_in_the_browser_shows_the_result(page):
@@ -105,3 +115,27 @@ def test_attention_tab_shows_the_concept_map(page):
     # the image actually loaded (a broken src has no natural size)
     assert img.evaluate("el => el.complete && el.naturalWidth") == 640
     assert "Max probability" in page.locator("#concept-caption").inner_text()
+
+
+def test_click_on_the_photo_segments_the_object_under_it(geometric_page):
+    import re
+
+    page = geometric_page
+    page.locator("input[type=file]").first.set_input_files(str(REPO / "examples" / "two_dogs.jpg"))
+    canvas = page.locator("#prompt-canvas img").first
+    canvas.wait_for()
+    size = canvas.bounding_box()
+    canvas.click(position={"x": size["width"] * 0.25, "y": size["height"] * 0.75})  # a positive point (default)
+    clicks = page.locator("#clicks").get_by_text("1 point: +")
+    clicks.wait_for()
+    # the canvas is shown smaller than the 640x480 photo: the click comes back in the photo's pixels
+    x, y = map(int, re.search(r"\+ \((\d+), (\d+)\)", clicks.inner_text()).groups())
+    assert abs(x - 160) <= 6 and abs(y - 360) <= 6, (x, y)
+    page.get_by_role("button", name="Segment").click()
+    page.locator("#result").get_by_text("object #1").first.wait_for()
+    assert page.locator("#result img").count() >= 2  # the photo + the mask layer
+    assert "object under the clicks" in page.locator("#summary").inner_text()
+    assert "Traceback" not in page.content()
+    # another photo: the clicks on the last one are gone
+    page.locator("input[type=file]").first.set_input_files(str(REPO / "examples" / "street_cars_bus.jpg"))
+    page.locator("#clicks").get_by_text("no points").wait_for()
