@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exemplar", action="append", metavar="X0,Y0,X1,Y1",
                    help="a box around one example: find every instance like it; repeatable")
     p.add_argument("--multimask", action="store_true",
-                   help="with --point / --box: up to 3 alternative masks, ranked by predicted IoU (SAM's ambiguity)")
+                   help="with --point / --box: up to 3 alternative masks, each with its predicted IoU (SAM's ambiguity)")
     p.add_argument("-o", "--output", metavar="PNG", help="write the image with masks and boxes drawn on it here")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (a list for several "
                                                        "comma-separated prompts)")

@@ -1,6 +1,8 @@
 """Screenshot the demo (docs/demo.png) with the shipped checkpoint: headless Chromium driven by Playwright.
 
     python scripts/screenshot_demo.py --prompt "person, sky, grass" --image examples/girls_goats_meadow.jpg --out docs/demo.png
+    python scripts/screenshot_demo.py --image examples/street_cars_bus.jpg --prompt "" --click 195,345 \
+        --out docs/demo-visual.png   # a visual prompt: clicks (pixels of the photo) on the prompt canvas
 """
 
 import argparse
@@ -28,6 +30,10 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
     ap.add_argument("--out", default=str(REPO / "docs" / "demo.png"))
     ap.add_argument("--tab", default="Segment", choices=["Segment", "Attention"])
+    ap.add_argument("--click", action="append", default=[], metavar="X,Y",
+                    help="click the prompt canvas at this pixel of the photo (repeatable; geometric checkpoints)")
+    ap.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1", help="type this box (geometric checkpoints)")
+    ap.add_argument("--find-all", action="store_true", help="tick 'Find all like this' (the box is an exemplar)")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
@@ -53,8 +59,25 @@ def main() -> None:
             page.get_by_label("What to segment").wait_for()
             page.locator("input[type=file]").first.set_input_files(args.image)
             page.get_by_label("What to segment").fill(args.prompt)
+            if args.click:
+                from PIL import Image
+
+                width = Image.open(args.image).width
+                canvas = page.locator("#prompt-canvas img").first
+                canvas.wait_for()
+                for i, xy in enumerate(args.click):
+                    k = canvas.bounding_box()["width"] / width  # the canvas shows the photo scaled
+                    x, y = (float(v) * k for v in xy.split(","))
+                    canvas.click(position={"x": x, "y": y})
+                    page.locator("#clicks").get_by_text(f"{i + 1} point").wait_for()
+            if args.box:
+                box = page.get_by_label("Box x0,y0,x1,y1")
+                box.fill(args.box)
+                box.press("Enter")
+            if args.find_all:
+                page.get_by_label("Find all like this").check()
             page.get_by_role("button", name="Segment").click()
-            page.locator("#summary").get_by_text("presence").first.wait_for()
+            page.locator("#summary li").first.wait_for()
             if args.tab == "Attention":
                 page.get_by_role("tab", name="Attention").click()
                 page.locator("#attn-gallery img").first.wait_for()

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sam_lite import SamLiteConfig, SamLiteModel, SamLitePredictor
+from sam_lite.predictor import mask_confidence
 from sam_lite.processing import ImageMeta
 from sam_lite.visual_prompts import agrees_with_prompt, to_model_pixels
 
@@ -87,16 +88,17 @@ def test_one_click_returns_the_agreeing_mask_first(predictor, xy):
     if agree.any():  # some query's mask holds the click: the first mask returned is one of them
         assert r.masks[0, int(xy[1]), int(xy[0])]
         scores = out["pred_logits"][0].sigmoid() * out["presence_logits"][0].sigmoid()
-        best = int(torch.where(agree, scores, torch.full_like(scores, -1)).argmax())
+        rank = scores * mask_confidence(out["pred_masks"][0])
+        best = int(torch.where(agree, rank, torch.full_like(rank, -1)).argmax())
         assert float(r.scores[0]) == pytest.approx(float(scores[best]), abs=1e-6)
 
 
-def test_multimask_alternatives_are_ranked_by_predicted_iou(predictor):
+def test_multimask_alternatives_start_with_the_single_answer(predictor):
     r = predictor.predict(points=[[20.0, 30.0]], multimask_output=True, nms_iou=0.9)
-    assert 1 <= len(r) <= 3
-    assert (r.iou_predictions[:-1] >= r.iou_predictions[1:]).all()
+    assert 1 <= len(r) <= 3 and r.iou_predictions.shape == (len(r),)
     single = predictor.predict(points=[[20.0, 30.0]])
-    assert any(torch.equal(single.masks[0], m) for m in r.masks)
+    assert torch.equal(single.masks[0], r.masks[0])  # same ranking rule: the best alternative is the answer
+    assert all(not torch.equal(r.masks[a], r.masks[b]) for a in range(len(r)) for b in range(a))  # distinct
 
 
 def test_negative_point_changes_the_answer(predictor):

@@ -5,7 +5,7 @@
 * **Segment**: an image, a text prompt ("red car"; several separated by commas), a score threshold -> one coloured
   layer per instance and the presence probability of each concept. Checkpoints trained with ``geometric_prompts``
   also take SAM's visual prompts there: clicks on the photo add positive / negative points or box corners (or a box
-  is typed), and the object under them comes back (best mask, or 3 alternatives ranked by predicted IoU); "find all
+  is typed), and the object under them comes back (best mask, or 3 alternatives with their predicted IoU); "find all
   like this" makes the box an exemplar of what to find everywhere. Text is then optional, and with it both constrain.
 * **Attention**: the Q/K/V story made visible. First the prompt's **concept map**: P(prompt | pixel) from the image
   encoder's per-pixel concept embedding, a heat map on the photo on an absolute 0..1 scale (the first place where

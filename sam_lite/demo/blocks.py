@@ -33,7 +33,7 @@ negative points or two box corners (or type the box), and the object under them 
 model found it."""
 
 VISUAL_TEXT = """**Visual prompts.** Click on the photo below: points and a box pick *one* object (its best mask, no
-threshold; **Show 3 alternatives** gives SAM's answer to an ambiguous click, ranked by predicted IoU). **Find all like
+threshold; **Show 3 alternatives** gives SAM's answer to an ambiguous click, each with its predicted IoU). **Find all like
 this** makes the box an example: every instance like it above the score threshold. Text is optional here; with it,
 text and clicks both constrain."""
 
@@ -184,7 +184,7 @@ def visual_controls(image: gr.Image) -> list:
             find_all = gr.Checkbox(value=False, label="Find all like this",
                                    info="the box is an example: every instance like it (score threshold)")
             multimask = gr.Checkbox(value=False, label="Show 3 alternatives",
-                                    info="points / a box: SAM's ambiguity answer, ranked by predicted IoU")
+                                    info="points / a box: SAM's ambiguity answer, each with its predicted IoU")
     clear = gr.Button("Clear clicks", size="sm")
     clicks_info = gr.Markdown(elem_id="clicks")
     clicks = gr.State(Clicks())

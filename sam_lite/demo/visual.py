@@ -171,7 +171,7 @@ def segment_any(service: SegmentationService, image, text: str, threshold: float
         elif len(r) == 1:
             found = f"best mask, predicted IoU {float(r.iou_predictions[0]):.2f}"
         else:
-            found = f"{len(r)} alternatives, ranked by predicted IoU (SAM's answer to an ambiguous click)"
+            found = f"{len(r)} alternatives, best first (SAM's answer to an ambiguous click)"
         what = f"**object under the clicks{text_part}**: {found}"
         rule = "Points and a box pick one object: its best mask, no threshold."
     how = "image embedding reused from cache" if cached else "image encoded"

@@ -8,7 +8,8 @@ where it is labelled):
 * **single-click mIoU**: one positive click per instance at the centre of its largest inscribed region (the maximum
   of the distance transform, as in the SAM papers; the photo border counts as the object's border), IoU of the
   returned mask with the instance, mean over instances. Also with ``multimask_output``: the alternative with the
-  highest predicted IoU (SAM's choice when a click is ambiguous) and the best of the alternatives (oracle).
+  highest predicted IoU (SAM's choice when a click is ambiguous; the predictor's own first answer ranks by score x
+  mask confidence instead) and the best of the alternatives (oracle).
 * **box mIoU**: the instance's tight box as the prompt.
 * **exemplar gIoU**: per (photo, concept) the box of the concept's largest instance as the exemplar, target: every
   instance of the concept; IoU of the union of the returned masks with the union of the instances (as gIoU), mean
@@ -150,7 +151,8 @@ def evaluate_geometric(predictor, coco, image_ids: Sequence[int], score_threshol
                 one = predictor.predict(points=[click])
                 metrics.add("click", group, mask_iou(_first(one.masks, shape), m))
                 alts = predictor.predict(points=[click], multimask_output=True)
-                metrics.add("click_multimask_top_iou", group, mask_iou(_first(alts.masks, shape), m))
+                top = int(alts.iou_predictions.argmax()) if len(alts) else 0  # SAM's pick: highest predicted IoU
+                metrics.add("click_multimask_top_iou", group, mask_iou(_first(alts.masks[top:], shape), m))
                 metrics.add("click_multimask_oracle", group,
                             max([mask_iou(a, m) for a in alts.masks], default=0.0))
                 metrics.add("box", group, mask_iou(_first(predictor.predict(box=mask_box(m)).masks, shape), m))
