@@ -61,7 +61,7 @@ def test_metrics_on_hand_made_masks():
 class _Result:
     def __init__(self, masks):
         self.masks = masks
-        self.scores = torch.ones(len(masks))
+        self.scores = self.iou_predictions = torch.ones(len(masks))
 
 
 class OraclePredictor:

@@ -151,7 +151,7 @@ def evaluate_geometric(predictor, coco, image_ids: Sequence[int], score_threshol
                 one = predictor.predict(points=[click])
                 metrics.add("click", group, mask_iou(_first(one.masks, shape), m))
                 alts = predictor.predict(points=[click], multimask_output=True)
-                top = int(alts.iou_predictions.argmax()) if len(alts) else 0  # SAM's pick: highest predicted IoU
+                top = int(alts.iou_predictions.argmax()) if len(alts.masks) else 0  # SAM's pick: best predicted IoU
                 metrics.add("click_multimask_top_iou", group, mask_iou(_first(alts.masks[top:], shape), m))
                 metrics.add("click_multimask_oracle", group,
                             max([mask_iou(a, m) for a in alts.masks], default=0.0))
