@@ -96,6 +96,7 @@ def test_config_flag_and_state_dict(tmp_path):
     SamLiteModel.from_pretrained(tmp_path)
 
 
-def test_shipped_checkpoint_still_loads():
+def test_shipped_checkpoint_loads_with_visual_prompts():
     model = SamLiteModel.from_pretrained(ROOT / "checkpoints" / "sam-lite-base")
-    assert not model.config.geometric_prompts and not hasattr(model, "prompt_encoder")
+    assert model.config.geometric_prompts and model.config.geometry_prior and hasattr(model, "prompt_encoder")
+    assert model.geometry_pixel_proj.weight.abs().sum() > 0  # the dense prior was trained, not left at zero
