@@ -12,10 +12,10 @@ from torch import Tensor, nn
 from ..config import SamLiteConfig
 from .concept_map import NUM_CONCEPT_CHANNELS, NUM_CONCEPT_STATS
 from .decoder import FusionLayer, QueryDecoder
+from .geometry_prior import NUM_GEOMETRY_CHANNELS, geometry_prior
 from .heads import PredictionHeads
 from .image_encoder import ImageEncoder
 from .prior import NUM_PRIOR_CHANNELS, NUM_PRIOR_STATS, ImageNetPrior
-from .geometry_prior import NUM_GEOMETRY_CHANNELS, geometry_prior
 from .prompt_encoder import GeometricPromptEncoder
 from .text_encoder import TextEncoder
 
