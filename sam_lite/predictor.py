@@ -161,8 +161,8 @@ class SamLitePredictor:
         object under them: the best query first (queries whose mask holds every positive point, no negative one and
         lies at least half in the box rank first, then by score x mask confidence; no threshold), and with
         ``multimask_output`` up to three distinct alternatives in the same order, each with its predicted IoU.
-        Exemplars (with or without text and points) ask for every instance of the same concept: the threshold path. Results of visual prompts carry
-        ``iou_predictions`` and ``visual_prompt``.
+        Exemplars (with or without text and points) ask for every instance of the same concept: the threshold path.
+        Results of visual prompts carry ``iou_predictions`` and ``visual_prompt``.
 
         ``return_concept_map``: also return the prompt's heat map on the image's concept map, P(prompt | pixel)
         [H, W] at the photo's size (models trained with ``concept_map``; otherwise ``None``)."""

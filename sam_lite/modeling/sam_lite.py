@@ -283,18 +283,25 @@ class SamLiteModel(nn.Module):
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise ValueError(f"{w_path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
         model = cls(config)
-        expected = model.trainable_state_dict()
+        model.load_trainable_weights(state, f"{w_path} does not match {cfg_path}")
+        return model.eval()
+
+    def load_trainable_weights(self, state: dict[str, Tensor], source: str, allow_missing: bool = False) -> list[str]:
+        """Load a :meth:`save_pretrained` tensor dict into the trainable tensors (cast to their dtype). ValueError
+        starting with ``source`` when a tensor is unexpected, has another shape or (unless ``allow_missing``: a
+        fine-tune adding modules) is missing. Returns the names of the missing tensors."""
+        expected = self.trainable_state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ValueError(f"{w_path} does not match {cfg_path}: {len(missing)} missing tensors {missing[:5]}, "
+        if unexpected or (missing and not allow_missing):
+            raise ValueError(f"{source}: {len(missing)} missing tensors {missing[:5]}, "
                              f"{len(unexpected)} unexpected tensors {unexpected[:5]}")
         for k, v in state.items():
             if v.shape != expected[k].shape:
-                raise ValueError(f"{w_path} does not match {cfg_path}: tensor {k} has shape {tuple(v.shape)}, "
-                                 f"the config needs {tuple(expected[k].shape)}")
-        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
-        return model.eval()
+                raise ValueError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the config needs "
+                                 f"{tuple(expected[k].shape)}")
+        self.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+        return missing
 
     def num_parameters(self) -> dict[str, int]:
         """Parameters per module (trainable and frozen)."""

@@ -123,9 +123,8 @@ def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
     if args.backbone:
         cfg.backbone = args.backbone
         cfg.validate()
-    if getattr(args, "geometric_fraction", 0.0) > 0 and not cfg.geometric_prompts:
-        cfg.geometric_prompts = True  # geometric training prompts need the prompt encoder and the IoU head
     if getattr(args, "geometric_fraction", 0.0) > 0:
+        cfg.geometric_prompts = True  # geometric training prompts need the prompt encoder and the IoU head
         cfg.geometry_prior = args.geometry_prior == "on"
     return SamLiteModel(cfg)
 
@@ -136,14 +135,11 @@ def init_from_checkpoint(model: SamLiteModel, directory: str | Path) -> list[str
     from safetensors.torch import load_file
 
     state = load_file(str(Path(directory) / "model.safetensors"))
-    expected = model.trainable_state_dict()
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
-    if unexpected or wrong:
-        raise SystemExit(f"error: --init-from {directory} does not fit the config: unexpected {unexpected[:5]}, "
-                         f"wrong shapes {wrong[:5]}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
-    return sorted(set(expected) - set(state))
+    try:
+        return model.load_trainable_weights(state, f"--init-from {directory} does not fit the config",
+                                            allow_missing=True)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 class EpochBatchSampler:
@@ -261,12 +257,11 @@ def main(argv=None) -> Path:
         fresh = init_from_checkpoint(model_core, args.init_from)
         if rank == 0:
             print(f"init from {args.init_from}; fresh: {sorted({k.rsplit('.', 1)[0] for k in fresh}) or 'none'}")
-    frozen = [n for n, p in model_core.named_parameters() if n.startswith(tuple(args.freeze))]
+    frozen = [p for n, p in model_core.named_parameters() if n.startswith(tuple(args.freeze))]
     if args.freeze and not frozen:
         raise SystemExit(f"error: --freeze {' '.join(args.freeze)} matches no parameter name")
-    for n, p in model_core.named_parameters():
-        if n.startswith(tuple(args.freeze)):
-            p.requires_grad_(False)
+    for p in frozen:
+        p.requires_grad_(False)
     named = [(n, p) for n, p in model_core.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     groups = []
