@@ -51,9 +51,6 @@ class SamLiteConfig:
     # ImageNet prior: Lite0's own classifier applied per location, weighted by the prompt's similarity to class names
     use_imagenet_prior: bool = True
     prior_temperature: float = 0.1
-    # 0: the prior comes from the model's own backbone pass; N > image_size: a second pass at N px for the prior
-    # only (sharper, more local class maps: quality for latency, see docs/experiments.md)
-    prior_image_size: int = 0
     # concept map: a stride-8 per-pixel embedding in MiniLM's sentence space, trained with a dense softmax over the
     # embeddings of ``concept_names`` (+ background); a prompt's heat map on it is a prior for tokens, pixels and
     # presence (see modeling/concept_map.py). Training fills ``concept_names`` from the dataset's categories.
@@ -66,30 +63,10 @@ class SamLiteConfig:
     freeze_text_encoder: bool = True
     # fusion: image tokens cross-attend to the prompt tokens
     fusion_layers: int = 1
-    # each fusion layer also lets the prompt-aware image tokens attend to each other (SAM 3's fusion encoder)
-    fusion_self_attention: bool = False
-    # add the fused (prompt-aware) stride-16 tokens to the stride-4 pixel embedding, per prompt, so masks are read
-    # from features that know the prompt (SAM 3 decodes pixels from the fusion encoder's output); False: the pixel
-    # embedding is prompt-independent apart from the ImageNet prior (MaskFormer / SAM 1)
-    fused_pixel_embedding: bool = False
     # query decoder
     num_queries: int = 32
     decoder_layers: int = 3
     dropout: float = 0.0
-    # inference: default score threshold (match x presence), chosen on the validation split after training
-    score_threshold: float = 0.5
-    # presence probability above which the concept counts as "in the image" (also chosen on validation)
-    presence_threshold: float = 0.5
-    # inference: also multiply each score by the query's mean mask probability inside its own mask (Mask2Former's
-    # instance inference), so that queries with diffuse, unsure masks rank below confident ones
-    mask_rescoring: bool = False
-    # inference: also multiply each score by the mean concept-map probability P(prompt | pixel) inside the query's
-    # mask, so that a query whose mask lies where the concept map sees something else ranks lower
-    concept_rescoring: bool = False
-    # inference: "queries" - every query scoring above the threshold is an instance (DETR); "semantic" - the
-    # presence token's semantic mask is the union of the answer and each of its pixels goes to the query that
-    # claims it most (Mask2Former's panoptic inference), scored presence x mean semantic probability
-    instance_inference: str = "queries"
     # visual prompts (SAM style): points, a box and exemplar boxes become prompt tokens (GeometricPromptEncoder)
     # that join the words as K/V of the fusion layer and the decoder, plus a per-query predicted-IoU head. False:
     # the model and its state dict are exactly those of a text-only model
@@ -139,19 +116,10 @@ class SamLiteConfig:
         need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("use_imagenet_prior", "freeze_text_encoder", "mask_rescoring", "fused_pixel_embedding",
-                     "fusion_self_attention", "concept_map", "concept_rescoring", "geometric_prompts",
+        for name in ("use_imagenet_prior", "freeze_text_encoder", "concept_map", "geometric_prompts",
                      "geometry_prior"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(not self.geometry_prior or self.geometric_prompts, "geometry_prior needs geometric_prompts")
-        for name in ("score_threshold", "presence_threshold"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and 0.0 <= v <= 1.0, f"{name} must be in [0, 1], got {v!r}")
-        need(isinstance(self.prior_image_size, int) and (self.prior_image_size == 0 or (
-            self.prior_image_size % 32 == 0 and self.prior_image_size > self.image_size)),
-             f"prior_image_size must be 0 or a multiple of 32 above image_size, got {self.prior_image_size!r}")
-        need(self.instance_inference in ("queries", "semantic"),
-             f"instance_inference must be 'queries' or 'semantic', got {self.instance_inference!r}")
         need(self.prior_temperature > 0, f"prior_temperature must be > 0, got {self.prior_temperature!r}")
 
     # --- presets and (de)serialisation -------------------------------------------------------------------------
@@ -166,10 +134,18 @@ class SamLiteConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SamLiteConfig":
+        """Build from a config.json object. Options that were measured and removed (docs/experiments.md) are
+        accepted at the value they always had; inference fields (thresholds) belong to :class:`InferenceConfig`
+        and are ignored here (``InferenceConfig.from_model_config`` reads them from an old config.json)."""
         if not isinstance(d, dict):
             raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
+        for name, default in REMOVED_OPTIONS.items():
+            if name in d and d[name] != default:
+                raise ValueError(f"config option {name}={d[name]!r} was measured, rejected and removed (see "
+                                 f"docs/experiments.md); only its old default {default!r} is accepted")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known - {"model_type", "sam_lite_version"})
+        ignored = {"model_type", "sam_lite_version", *REMOVED_OPTIONS, *INFERENCE_FIELDS}
+        unknown = sorted(set(d) - known - ignored)
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
         try:
@@ -193,6 +169,79 @@ class SamLiteConfig:
             return cls.from_dict(d)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
+
+
+# Options measured and rejected (figures in docs/experiments.md), removed from the code: an old config.json may still
+# name them at the value they always had.
+REMOVED_OPTIONS: dict[str, Any] = {"fusion_self_attention": False, "fused_pixel_embedding": False,
+                                   "mask_rescoring": False, "concept_rescoring": False, "instance_inference": "queries",
+                                   "prior_image_size": 0}
+INFERENCE_FIELDS = ("score_threshold", "presence_threshold")
+INFERENCE_CONFIG_NAME = "inference_config.json"
+
+
+@dataclass
+class InferenceConfig:
+    """How raw outputs become answers (post-processing policy), stored beside the weights as
+    ``inference_config.json`` (as HF stores ``generation_config.json``): thresholds chosen on validation data after
+    training, so they travel with the checkpoint and can change without retraining.
+
+    score_threshold: an instance is kept when sigmoid(match) x presence reaches it; presence_threshold: presence
+    probability above which the concept counts as "in the image" (presence accuracy, the demo's wording);
+    mask_threshold: mask logit above which a pixel is in the mask; nms_iou: mask IoU above which a lower-scoring
+    instance is a duplicate.
+    """
+
+    score_threshold: float = 0.5
+    presence_threshold: float = 0.5
+    mask_threshold: float = 0.0
+    nms_iou: float = 0.6
+
+    def __post_init__(self) -> None:
+        for name in ("score_threshold", "presence_threshold", "nms_iou"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"invalid InferenceConfig: {name} must be in [0, 1], got {v!r}")
+        if isinstance(self.mask_threshold, bool) or not isinstance(self.mask_threshold, (int, float)):
+            raise ValueError(f"invalid InferenceConfig: mask_threshold must be a number, got {self.mask_threshold!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InferenceConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"inference config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown inference config field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_model_config(cls, d: dict[str, Any]) -> "InferenceConfig":
+        """The thresholds an old config.json (before inference_config.json existed) carried."""
+        return cls(**{k: d[k] for k in INFERENCE_FIELDS if k in d})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "InferenceConfig":
+        """``directory/inference_config.json``; without it the thresholds of an old ``config.json``, else the
+        defaults."""
+        directory = Path(directory)
+        path = directory / INFERENCE_CONFIG_NAME
+        source = path if path.is_file() else directory / "config.json"
+        if not source.is_file():
+            return cls()
+        try:
+            d = json.loads(source.read_text())
+            return cls.from_dict(d) if source == path else cls.from_model_config(d)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{source} is not valid JSON: {e}") from e
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from e
 
 
 PRESETS: dict[str, dict[str, Any]] = {

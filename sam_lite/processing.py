@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
-from torchvision.ops import box_convert, masks_to_boxes
+from torchvision.ops import box_convert
 
 from .config import SamLiteConfig
-from .modeling.image_encoder import PIXEL_MEAN, PIXEL_STD
 
 MAX_IMAGE_SIDE = 4096  # larger inputs are downscaled (not refused) before anything else happens
 ORIGINAL_SIZE_KEY = "sam_lite_original_size"  # PIL info key: (H, W) before that downscaling
@@ -122,7 +121,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 class SamLiteProcessor:
-    """Resize the longest side to ``image_size``, pad bottom/right to a square, scale to [-1, 1] (SAM's scheme)."""
+    """Photos in: resize the longest side to ``image_size`` (the model pads bottom/right to a square and scales,
+    SAM's scheme). Outputs back: mask logits and boxes of the padded input -> the photo's pixels."""
 
     def __init__(self, image_size: int) -> None:
         self.image_size = image_size
@@ -136,18 +136,18 @@ class SamLiteProcessor:
         return max(1, round(h * s)), max(1, round(w * s))
 
     def preprocess(self, image) -> tuple[Tensor, ImageMeta]:
-        """image (anything :func:`load_image` takes) -> pixel_values [1, 3, S, S], meta."""
-        pil = load_image(image)
-        rgb = torch.from_numpy(np.array(pil, dtype=np.uint8)).permute(2, 0, 1)
-        return self.preprocess_tensor(rgb)
+        """image (anything :func:`load_image` takes; an RGB PIL image is used as it is) -> the photo resized so its
+        longest side is ``image_size``: float [1, 3, h, w] in 0..255, and its meta. The model scales and pads it
+        (:meth:`SamLiteModel.preprocess`)."""
+        pil = image if isinstance(image, Image.Image) and image.mode == "RGB" else load_image(image)
+        rgb = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return self.resize(rgb)
 
-    def preprocess_tensor(self, rgb: Tensor) -> tuple[Tensor, ImageMeta]:
-        """rgb uint8 [3, H, W] -> pixel_values [1, 3, S, S], meta."""
+    def resize(self, rgb: Tensor) -> tuple[Tensor, ImageMeta]:
+        """rgb uint8 [3, H, W] -> float [1, 3, h, w] (longest side ``image_size``, antialiased bilinear), meta."""
         h, w = rgb.shape[-2:]
         rh, rw = self.resized_size(h, w)
         x = F.interpolate(rgb[None].float(), size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
-        x = (x - PIXEL_MEAN) / PIXEL_STD
-        x = F.pad(x, (0, self.image_size - rw, 0, self.image_size - rh), value=0.0)
         return x, ImageMeta((int(h), int(w)), (rh, rw), self.image_size)
 
     def postprocess_masks(self, mask_logits: Tensor, meta: ImageMeta) -> Tensor:
@@ -174,33 +174,3 @@ class SamLiteProcessor:
         b = box_convert(boxes_cxcywh.float(), "cxcywh", "xyxy") * self.image_size * scale
         h, w = meta.original_size
         return torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w), b[:, 3].clamp(0, h)], -1)
-
-
-def mask_iou(a: Tensor, b: Tensor) -> Tensor:
-    """a [N, ...], b [M, ...] boolean masks -> IoU [N, M]."""
-    a, b = a.flatten(1).float(), b.flatten(1).float()
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None] - inter
-    return inter / union.clamp(min=1)
-
-
-def suppress_duplicates(masks: Tensor, scores: Tensor, iou_threshold: float = 0.6) -> Tensor:
-    """Greedy mask NMS. masks [N, h, w] bool, scores [N] -> kept indices, best first."""
-    order = scores.argsort(descending=True)
-    if order.numel() == 0:
-        return order
-    iou = mask_iou(masks[order], masks[order])
-    keep: list[int] = []
-    for i in range(order.numel()):
-        if all(iou[i, j] <= iou_threshold for j in keep):
-            keep.append(i)
-    return order[torch.tensor(keep, dtype=torch.long)]
-
-
-def boxes_from_masks(masks: Tensor, fallback: Tensor) -> Tensor:
-    """Tight xyxy boxes of boolean masks [N, H, W]; rows with an empty mask take ``fallback`` [N, 4]."""
-    boxes = fallback.clone().float()
-    nonempty = masks.flatten(1).any(1)
-    if nonempty.any():
-        boxes[nonempty] = masks_to_boxes(masks[nonempty]).float()
-    return boxes

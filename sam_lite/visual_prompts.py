@@ -1,5 +1,5 @@
 """Visual prompts at the user's end: check points, boxes and exemplar boxes given in pixels of the photo, convert
-them to pixels of the model input, and tell which predicted masks agree with them.
+them to pixels of the model input, and name the prompt tokens they become.
 
 Coordinates follow SAM: (x, y) pixels of the original photo, boxes xyxy; a point or corner (X, Y) is the pixel
 whose centre is at (X + 0.5, Y + 0.5), and it must lie inside the photo (0 <= X <= W, 0 <= Y <= H).
@@ -11,11 +11,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .modeling.prompt_encoder import TYPE_NAMES
 from .processing import ImageMeta
+from .structures import PROMPT_TOKEN_TYPES as TYPE_NAMES
 
 
 def _numbers(value, name: str) -> Tensor:
@@ -123,33 +122,6 @@ def to_model_pixels(prompt: dict[str, Tensor], meta: ImageMeta) -> dict[str, Ten
     if "exemplars" in prompt:
         out["exemplars"] = conv(prompt["exemplars"].reshape(-1, 2, 2)).reshape(-1, 4)
     return out
-
-
-def agrees_with_prompt(mask_logits: Tensor, prompt: dict[str, Tensor], input_size: int,
-                       mask_threshold: float = 0.0) -> Tensor:
-    """mask_logits [K, h, w] (stride 4 of the padded input), a prompt in model-input pixels -> bool [K]: the mask
-    holds every positive point, none of the negative ones, and (with a box) at least half of it lies in the box.
-    The logits are read bilinearly at each point, as the predictor's upsampling would."""
-    k = mask_logits.shape[0]
-    ok = torch.ones(k, dtype=torch.bool)
-    if "points" in prompt:
-        g = ((prompt["points"].float() + 0.5) / input_size * 2 - 1)[None, None]  # [1, 1, N, 2]
-        at = F.grid_sample(mask_logits[None].float(), g, mode="bilinear", align_corners=False)[0, :, 0]  # [K, N]
-        inside = at > mask_threshold
-        positive = prompt["point_labels"].bool()[None]
-        ok &= torch.where(positive, inside, ~inside).all(1)
-    if "box" in prompt:
-        h, w = mask_logits.shape[-2:]
-        stride = input_size / w
-        ys = (torch.arange(h) + 0.5) * stride - 0.5
-        xs = (torch.arange(w) + 0.5) * stride - 0.5
-        x0, y0, x1, y1 = prompt["box"].tolist()
-        region = ((ys >= y0 - stride / 2) & (ys <= y1 + stride / 2))[:, None] & \
-            ((xs >= x0 - stride / 2) & (xs <= x1 + stride / 2))[None]
-        masks = mask_logits > mask_threshold
-        inside = (masks & region).flatten(1).sum(1)
-        ok &= inside * 2 >= masks.flatten(1).sum(1).clamp(min=1)
-    return ok
 
 
 def token_labels(prompt: dict[str, Tensor], n_points: int, n_exemplars: int) -> list[str]:

@@ -4,13 +4,11 @@ The image encoder paints a per-pixel embedding E(x) [B, 384, S/8, S/8] in the te
 with a dense softmax over the MiniLM embeddings of every concept name of the training set plus a learned background
 embedding, on every labelled pixel of each photo, it learns "this pixel is sky, not grass, not tree, not person".
 
-For a prompt p, its similarity to the known concepts (softmax over cos(p, concept) at a low temperature, as in the
-ImageNet prior) picks the concepts it means, so "automobile" reads the map of "car" instead of competing with it:
-
-    P(p | x) = sum_c w_c(p) * softmax_c'(scale * <E(x), e_c'>)[c]
-
-That heat map (and the raw cosine map <E(x), e_p>) becomes prior channels for the image tokens and the pixel embedding,
-and its statistics vote on presence. A new prompt on a cached image costs one dot product per concept.
+The image encoder also keeps P(c | x) = softmax_c'(scale * <E(x), e_c'>)[c] per image. For a prompt p, its
+similarity to the known concepts picks the concepts it means (:class:`~.priors.ConceptMapPrior`), so "automobile"
+reads the map of "car" instead of competing with it: P(p | x) = sum_c w_c(p) P(c | x). That heat map (and the raw
+cosine map <E(x), e_p>) becomes prior channels for the image tokens and the pixel embedding, and its statistics vote
+on presence. A new prompt on a cached image costs one weighted sum over the concepts.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NUM_CONCEPT_CHANNELS = 4
-NUM_CONCEPT_STATS = 5
 CONCEPT_DIM = 384  # MiniLM's sentence space
 
 
@@ -81,26 +77,6 @@ class ConceptMap(nn.Module):
         """embedding [B,384,h,w] -> logits over the vocabulary [B, C+1, h, w] (background last)."""
         scale = self.logit_scale.clamp(max=math.log(100)).exp()
         return scale * torch.einsum("bchw,kc->bkhw", embedding, self.vocabulary().to(embedding.dtype))
-
-    def prompt_weights(self, sentence: Tensor) -> tuple[Tensor, Tensor]:
-        """sentence [P, 384] -> weights over the concepts [P, C] (sum 1) and the best cosine similarity [P]."""
-        sim = sentence @ self.concept_embeddings.to(sentence.dtype).T
-        return (sim / self.temperature).softmax(-1), sim.max(-1).values
-
-    def prior(self, embedding: Tensor, sentence: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Prior channels for the decoder. embedding [P,384,h,w], sentence [P,384] ->
-        maps [P, 4, h, w] (P(prompt|x), its log, P / max P, cosine <E(x), e_p>), stats [P, 5] (max, mean, log max,
-        fraction of pixels above 0.5, best prompt-concept similarity) and P(prompt | x) [P, h, w]."""
-        sentence, embedding = sentence.float(), embedding.float()
-        w, best_sim = self.prompt_weights(sentence)
-        probs = self.logits(embedding).softmax(1)[:, :-1]  # background left out
-        p = torch.einsum("pk,pkhw->phw", w, probs)  # P(prompt | x)
-        cos = torch.einsum("pchw,pc->phw", embedding, sentence)
-        peak = p.flatten(1).max(1).values
-        maps = torch.stack([p, torch.log(p + 1e-4) / 4.0, p / (peak[:, None, None] + 1e-4), cos], dim=1)
-        stats = torch.stack([peak, p.flatten(1).mean(1), torch.log(peak + 1e-4) / 4.0,
-                             (p > 0.5).flatten(1).float().mean(1), best_sim], dim=1)
-        return maps, stats, p
 
 
 def concept_loss(logits: Tensor, labels: Tensor, allowed: Tensor) -> Tensor:

@@ -18,34 +18,22 @@ from .attention import Attention, FeedForward
 
 
 class FusionLayer(nn.Module):
-    """Image tokens cross-attend to the prompt's words (Q from a patch, K/V from the words); with ``self_attention``
-    the prompt-aware patches then attend to each other (SAM 3's fusion encoder), so "this patch is the prompted
-    object" spreads over the object. Then an MLP."""
+    """Image tokens cross-attend to the prompt's tokens (Q from a patch, K/V from the words and visual-prompt
+    tokens), then an MLP."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, self_attention: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.text_cross_attn = Attention(dim, heads, dropout)
-        if self_attention:
-            self.norm_self = nn.LayerNorm(dim)
-            self.self_attn = Attention(dim, heads, dropout)
-        else:
-            self.self_attn = None
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, mlp_ratio, dropout)
 
     def forward(self, image: Tensor, pos: Tensor, text: Tensor, text_padding: Tensor,
                 need_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-        """image [B, N, D], pos [N, D], text [B, T, D]. Returns the tokens and, when asked, the weights by name."""
+        """image [B, N, D], pos [N, D], text [B, T, D]. Returns the tokens and, when asked, the weights by kind."""
         a, w_text = self.text_cross_attn(self.norm1(image) + pos, text, text, text_padding, need_weights)
         image = image + a
         weights = {"text_cross_attn": w_text} if need_weights else {}
-        if self.self_attn is not None:
-            h = self.norm_self(image)
-            a, w_self = self.self_attn(h + pos, h + pos, h, need_weights=need_weights)
-            image = image + a
-            if need_weights:
-                weights["self_attn"] = w_self
         return image + self.mlp(self.norm2(image)), weights
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import SamLiteConfig
+from ..structures import ImageEmbedding
 from .attention import Attention, FeedForward, sine_position_encoding_2d
 from .concept_map import ConceptMap
 
@@ -27,7 +28,6 @@ LITE_STAGES = {
               (6, 5, 1, 88, 120, 4), (6, 5, 2, 120, 208, 5), (6, 3, 1, 208, 352, 1)],
 }
 BN_EPS = 1e-3
-PIXEL_MEAN, PIXEL_STD = 127.0, 128.0  # Lite models take inputs scaled to [-1, 1]
 
 
 class Conv2dSame(nn.Conv2d):
@@ -204,22 +204,15 @@ class ImageEncoder(nn.Module):
             x = pixel_values.float().contiguous(memory_format=torch.channels_last)
             return self.backbone.forward_features(x, with_classifier=with_classifier)
 
-    def forward(self, pixel_values: Tensor, output_attentions: bool = False,
-                prior_pixel_values: Tensor | None = None) -> dict[str, Tensor | list | tuple]:
-        """``prior_pixel_values`` [B,3,P,P]: the same images at ``config.prior_image_size`` for the ImageNet prior
-        (default: ``pixel_values`` upsampled). Returns tokens [B,N,D] (N = h*w, stride 16), pos [N,D], grid (h, w),
-        pixel_features [B,D,S/4,S/4] (FPN before the mask projection), class_logits [B,1000,S/32,S/32] or None,
-        attentions: list of [B,H,N,N]."""
+    def forward(self, pixel_values: Tensor, output_attentions: bool = False) -> ImageEmbedding:
+        """pixel_values [B,3,S,S] scaled to [-1, 1] -> :class:`ImageEmbedding`: tokens [B,N,D] (N = h*w, stride 16),
+        pos [N,D], grid (h, w), pixel_features [B,mask_dim,S/4,S/4] (FPN before the mask projection), class_logits
+        [B,1000,S/32,S/32] or None, the concept map's embedding and probabilities, encoder attentions [B,H,N,N] per
+        layer when asked for."""
         trainable = self.config.backbone_trainable_from < self.config.backbone_trainable_to
-        use_prior, prior_size = self.config.use_imagenet_prior, self.config.prior_image_size
-        head_here = (use_prior and not prior_size) or self.concept_map is not None
-        feats = self._backbone(pixel_values, with_classifier=head_here,
+        use_prior = self.config.use_imagenet_prior
+        feats = self._backbone(pixel_values, with_classifier=use_prior or self.concept_map is not None,
                                grad=torch.is_grad_enabled() and trainable)
-        if use_prior and prior_size:  # a second, higher-resolution pass for the prior only
-            if prior_pixel_values is None:
-                prior_pixel_values = F.interpolate(pixel_values.float(), size=(prior_size, prior_size),
-                                                   mode="bilinear", align_corners=False)
-            feats["class_logits"] = self._backbone(prior_pixel_values, with_classifier=True, grad=False)["class_logits"]
         x = self.patch_proj(feats["f16"])
         b, d, h, w = x.shape
         pos = sine_position_encoding_2d(h, w, d, device=x.device, dtype=x.dtype)
@@ -235,7 +228,12 @@ class ImageEncoder(nn.Module):
                           + self.lateral8(feats["f8"]))
         p4 = self.smooth4(F.interpolate(p8, size=feats["f4"].shape[-2:], mode="bilinear", align_corners=False)
                           + self.lateral4(feats["f4"]))
-        concept = self.concept_map(feats["f8"], feats["f16"], grid, feats["head"]) if self.concept_map else None
-        return {"tokens": tokens, "pos": pos, "grid": (h, w), "pixel_features": self.pixel_proj(p4),
-                "class_logits": feats.get("class_logits") if use_prior else None, "concept_embedding": concept,
-                "attentions": attentions}
+        concept = probs = None
+        if self.concept_map is not None:
+            concept = self.concept_map(feats["f8"], feats["f16"], grid, feats["head"])
+            # P(concept | pixel) once per image; read detached by the prompt side (the embedding is trained by its own
+            # dense loss), the gradient still reaches the shared background embedding and temperature
+            probs = self.concept_map.logits(concept.detach().float()).softmax(1)[:, :-1]
+        return ImageEmbedding(tokens=tokens, pos=pos, grid=(h, w), pixel_features=self.pixel_proj(p4),
+                              class_logits=feats.get("class_logits") if use_prior else None,
+                              concept_embedding=concept, concept_probs=probs, encoder_attentions=attentions)

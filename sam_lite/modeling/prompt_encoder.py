@@ -16,10 +16,10 @@ Token layout of one prompt row (G = N + 2 + 3E tokens)::
 
 Padding (a point labelled -1, an absent box, an unused exemplar slot) is the "not a point" embedding, and masked.
 
-A geometry dict holds, per prompt row, in pixels of the model input (after the processor's resize, before padding):
+The geometry (:meth:`sam_lite.structures.Prompt.geometry`) holds, per prompt row, in pixels of the model input (after the processor's resize, before padding):
 ``points [P,N,2]`` (x, y), ``point_labels [P,N]`` (1 positive, 0 negative, -1 padding), ``boxes [P,4]`` xyxy with
 ``box_valid [P]``, ``exemplars [P,E,4]`` xyxy with ``exemplar_valid [P,E]`` and optionally ``text_valid [P]``
-(False: the row has no text, see :meth:`SamLiteModel.decode`). Coordinates follow SAM: pixel indices, so a box
+(False: the row has no text, see :meth:`SamLiteModel.prompt_tokens`). Coordinates follow SAM: pixel indices, so a box
 from a mask is (min x, min y, max x, max y) of its pixels, and each coordinate is shifted by 0.5 to the pixel centre.
 """
 
@@ -31,13 +31,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from ..structures import PROMPT_TOKEN_TYPES as TYPE_NAMES
 from .attention import sine_position_encoding_points
 
-TYPE_NAMES = ("positive point", "negative point", "box corner 1", "box corner 2", "exemplar corner 1",
-              "exemplar corner 2", "exemplar appearance", "not a point")
 POSITIVE, NEGATIVE, BOX_1, BOX_2, EXEMPLAR_1, EXEMPLAR_2, EXEMPLAR_APPEARANCE, NOT_A_POINT = range(len(TYPE_NAMES))
 ROI_SIZE = 3  # roi_align output bins per side for an exemplar's appearance token
-GEOMETRY_KEYS = ("points", "point_labels", "boxes", "box_valid", "exemplars", "exemplar_valid")
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -114,36 +112,3 @@ class GeometricPromptEncoder(nn.Module):
             tokens.append(torch.cat([corners, app[:, :, None]], dim=2).reshape(p, 3 * e, self.d_model))
             pads.append(ex_pad.reshape(p, 3 * e))
         return torch.cat(tokens, 1).to(image_grid.dtype), torch.cat(pads, 1)
-
-
-def pad_geometry(rows: list[dict | None], min_points: int = 0, min_exemplars: int = 0,
-                 text_valid: list[bool] | None = None) -> dict[str, Tensor]:
-    """Per-row prompts -> one batched geometry dict, padded (labels -1, invalid boxes and exemplar slots).
-
-    Each row is ``None`` (no geometry: a text prompt) or a dict with any of ``points [n, 2]``, ``point_labels [n]``,
-    ``box [4]``, ``exemplars [e, 4]`` (tensors, pixels of the model input). N = max(n, min_points), E likewise.
-    """
-    rows = [r or {} for r in rows]
-    n = max([min_points] + [len(r.get("points", ())) for r in rows])
-    e = max([min_exemplars] + [len(r.get("exemplars", ())) for r in rows])
-    p = len(rows)
-    out = {"points": torch.zeros(p, n, 2), "point_labels": torch.full((p, n), -1, dtype=torch.long),
-           "boxes": torch.zeros(p, 4), "box_valid": torch.zeros(p, dtype=torch.bool),
-           "exemplars": torch.zeros(p, e, 4), "exemplar_valid": torch.zeros(p, e, dtype=torch.bool)}
-    for i, r in enumerate(rows):
-        if r.get("points") is not None and len(r["points"]):
-            k = len(r["points"])
-            out["points"][i, :k] = torch.as_tensor(r["points"], dtype=torch.float32)
-            labels = r.get("point_labels")
-            out["point_labels"][i, :k] = (torch.ones(k, dtype=torch.long) if labels is None
-                                          else torch.as_tensor(labels, dtype=torch.long))
-        if r.get("box") is not None:
-            out["boxes"][i] = torch.as_tensor(r["box"], dtype=torch.float32)
-            out["box_valid"][i] = True
-        if r.get("exemplars") is not None and len(r["exemplars"]):
-            k = len(r["exemplars"])
-            out["exemplars"][i, :k] = torch.as_tensor(r["exemplars"], dtype=torch.float32)
-            out["exemplar_valid"][i, :k] = True
-    if text_valid is not None:
-        out["text_valid"] = torch.as_tensor(text_valid, dtype=torch.bool)
-    return out
