@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from .config import SamLiteConfig
 from .modeling import SamLiteModel
 from .modeling.attention import sine_position_encoding_2d
+from .structures import GEOMETRY_FIELDS, ImageEmbedding, Prompt, TextEmbedding
 
 DEFAULT_OPSET = 17
 IMAGE_ENCODER_FILE = "image_encoder.onnx"
@@ -56,7 +57,7 @@ TEXT_ENCODER_FILE = "text_encoder.onnx"
 MANIFEST_FILE = "onnx_export.json"
 OPTIONAL_DECODER_OUTPUTS = ("pred_semantic",)
 GEOMETRY_INPUTS = ("point_coords", "point_labels", "boxes", "box_valid", "exemplars", "exemplar_valid", "text_valid")
-GEOMETRY_KEYS = ("points", "point_labels", "boxes", "box_valid", "exemplars", "exemplar_valid", "text_valid")
+GEOMETRY_KEYS = (*GEOMETRY_FIELDS, "text_valid")  # the Prompt fields behind GEOMETRY_INPUTS, in order
 DEFAULT_MAX_POINTS, DEFAULT_MAX_EXEMPLARS = 8, 4
 VERIFY_ATOL = 1e-3  # max abs difference main() accepts between onnxruntime and PyTorch (float32: ~1e-5 is typical)
 
@@ -77,7 +78,7 @@ class ImageEncoderAdapter(nn.Module):
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
         emb = self.image_encoder(pixel_values)
-        return (emb["tokens"], emb["pixel_features"], *(emb[k] for k in self.extra))
+        return (emb.tokens, emb.pixel_features, *(getattr(emb, k) for k in self.extra))
 
 
 class PromptDecoderAdapter(nn.Module):
@@ -97,25 +98,37 @@ class PromptDecoderAdapter(nn.Module):
         self.grid = (g, g)
         self.register_buffer("pos", sine_position_encoding_2d(g, g, model.config.d_model), persistent=False)
         if self.use_prior:  # materialise the MiniLM embeddings of the 1,000 class names so they become a constant
-            model.prior._class_embeddings(self.pos)
+            model.priors["imagenet"].class_embedding_table(self.pos)
 
     def forward(self, image_tokens: Tensor, pixel_features: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
         n = len(self.extra)
         extra, (text_features, text_padding_mask, sentence) = dict(zip(self.extra, rest[:n])), rest[n:n + 3]
-        geometry = dict(zip(GEOMETRY_KEYS, rest[n + 3:])) if self.geometric else None
-        emb = {"tokens": image_tokens, "pos": self.pos.to(image_tokens.dtype), "grid": self.grid,
-               "pixel_features": pixel_features, "class_logits": extra.get("class_logits"),
-               "concept_embedding": extra.get("concept_embedding"), "attentions": []}
-        text = {"features": text_features, "padding_mask": text_padding_mask, "sentence": sentence}
+        emb = embedding_from_outputs(self.model, image_tokens, pixel_features, extra, self.pos, self.grid)
+        text = TextEmbedding(text_features, text_padding_mask, sentence)
+        prompt = (Prompt(None, **dict(zip(GEOMETRY_KEYS, rest[n + 3:]))) if self.geometric
+                  else Prompt(None, text_valid=torch.ones(text_features.shape[0], dtype=torch.bool)))
         # pair i with image i (explicit index: no data-dependent branch in the traced graph)
         index = torch.arange(image_tokens.shape[0], device=image_tokens.device)
-        out = self.model.decode(emb, text, image_index=index, geometry=geometry)
+        out = self.model.decode(emb, prompt, text, image_index=index)
         scores = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
         res = (out["pred_logits"], out["pred_masks"], out["pred_boxes"], out["presence_logits"], scores)
         if self.geometric:
             res = res + (out["pred_iou"],)
         # optional outputs of newer heads (e.g. the presence token's semantic union mask)
         return res + tuple(out[k] for k in OPTIONAL_DECODER_OUTPUTS if k in out)
+
+
+def embedding_from_outputs(model: SamLiteModel, image_tokens: Tensor, pixel_features: Tensor,
+                           extra: dict[str, Tensor], pos: Tensor, grid: tuple[int, int]) -> ImageEmbedding:
+    """The image encoder graph's outputs -> the :class:`ImageEmbedding` decode reads (the concept map's
+    probabilities are recomputed from its embedding, so the graph's interface stays the embedding)."""
+    concept = extra.get("concept_embedding")
+    probs = None
+    if concept is not None:
+        probs = model.image_encoder.concept_map.logits(concept.float()).softmax(1)[:, :-1]
+    return ImageEmbedding(tokens=image_tokens, pos=pos.to(image_tokens.dtype), grid=grid,
+                          pixel_features=pixel_features, class_logits=extra.get("class_logits"),
+                          concept_embedding=concept, concept_probs=probs)
 
 
 class TextEncoderAdapter(nn.Module):
@@ -162,11 +175,9 @@ def example_inputs(model: SamLiteModel, batch: int = 2, prompts: list[str] | Non
     prompts = list(prompts or (["a red car", "dog"] * batch)[:batch])
     if not cfg.geometric_prompts:
         with torch.no_grad():
-            text = model.encode_text(prompts)
-        return {"pixel_values": pixel_values, "text_features": text["features"].float(),
-                "text_padding_mask": text["padding_mask"], "sentence": text["sentence"].float()}
-    from .modeling.prompt_encoder import pad_geometry
-
+            text = model.encode_prompt(prompts)
+        return {"pixel_values": pixel_values, "text_features": text.features.float(),
+                "text_padding_mask": text.padding_mask, "sentence": text.sentence.float()}
     s = cfg.image_size
     rows = []
     for i in range(batch):
@@ -176,19 +187,19 @@ def example_inputs(model: SamLiteModel, batch: int = 2, prompts: list[str] | Non
         else:
             rows.append({"exemplars": torch.tensor([[0.2, 0.2, 0.5, 0.6]]) * s})
             prompts[i] = ""
+    prompt = Prompt.from_rows(prompts, rows, max_points, max_exemplars)
     with torch.no_grad():
-        text, text_valid = model.encode_prompts(prompts)
-    geo = pad_geometry(rows, max_points, max_exemplars, text_valid.tolist())
-    return {"pixel_values": pixel_values, "text_features": text["features"].float(),
-            "text_padding_mask": text["padding_mask"], "sentence": text["sentence"].float(),
-            **{name: geo[key] for name, key in zip(GEOMETRY_INPUTS, GEOMETRY_KEYS)}}
+        text = model.encode_prompt(prompt)
+    return {"pixel_values": pixel_values, "text_features": text.features.float(),
+            "text_padding_mask": text.padding_mask, "sentence": text.sentence.float(),
+            **{name: getattr(prompt, key) for name, key in zip(GEOMETRY_INPUTS, GEOMETRY_KEYS)}}
 
 
-def geometry_from_inputs(ex: dict[str, Tensor]) -> dict[str, Tensor] | None:
-    """The geometry dict of :meth:`SamLiteModel.decode` from export inputs (None without them)."""
+def prompt_from_inputs(ex: dict[str, Tensor]) -> Prompt:
+    """The :class:`Prompt` of :meth:`SamLiteModel.decode` from export inputs (text-only without visual inputs)."""
     if GEOMETRY_INPUTS[0] not in ex:
-        return None
-    return {key: ex[name] for name, key in zip(GEOMETRY_INPUTS, GEOMETRY_KEYS)}
+        return Prompt(None, text_valid=torch.ones(ex["text_features"].shape[0], dtype=torch.bool))
+    return Prompt(None, **{key: ex[name] for name, key in zip(GEOMETRY_INPUTS, GEOMETRY_KEYS)})
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dyn: dict,
@@ -345,11 +356,10 @@ def run_pytorch(model: SamLiteModel, ex: dict[str, Tensor]) -> dict[str, Tensor]
     """The PyTorch reference for the exported graphs on the inputs of :func:`example_inputs`."""
     model.float().eval()
     emb = model.encode_image(ex["pixel_values"])
-    text = {"features": ex["text_features"], "padding_mask": ex["text_padding_mask"], "sentence": ex["sentence"]}
-    out = model.decode(emb, text, image_index=torch.arange(ex["pixel_values"].shape[0]),
-                       geometry=geometry_from_inputs(ex))
-    res = {"image_tokens": emb["tokens"], "pixel_features": emb["pixel_features"]}
-    res.update({k: emb[k] for k in image_outputs(model.config)})
+    text = TextEmbedding(ex["text_features"], ex["text_padding_mask"], ex["sentence"])
+    out = model.decode(emb, prompt_from_inputs(ex), text, image_index=torch.arange(ex["pixel_values"].shape[0]))
+    res = {"image_tokens": emb.tokens, "pixel_features": emb.pixel_features}
+    res.update({k: getattr(emb, k) for k in image_outputs(model.config)})
     res.update({k: out[k] for k in ("pred_logits", "pred_masks", "pred_boxes", "presence_logits")})
     res["scores"] = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
     if "pred_iou" in out:

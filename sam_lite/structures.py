@@ -72,13 +72,14 @@ class Prompt:
     """P prompt rows: words and, for visual prompts, SAM-style geometry in pixels of the model input (after the
     processor's resize, before padding; a point (X, Y) is the pixel whose centre is at (X + 0.5, Y + 0.5)).
 
-    text: P strings ("" = no text). Geometry (all None for a text-only batch): points [P, N, 2] (x, y) with
+    text: P strings ("" = no text), or None when only encoded text exists (an exported graph's inputs; then give
+    text_valid). Geometry (all None for a text-only batch): points [P, N, 2] (x, y) with
     point_labels [P, N] (1 positive, 0 negative, -1 padding), boxes [P, 4] xyxy with box_valid [P], exemplars
     [P, E, 4] xyxy with exemplar_valid [P, E]. text_valid [P]: False for rows whose text is to be ignored (set from
     ``text`` when not given; a given value is and-ed with it).
     """
 
-    text: list[str]
+    text: list[str] | None
     points: Tensor | None = None
     point_labels: Tensor | None = None
     boxes: Tensor | None = None
@@ -88,15 +89,19 @@ class Prompt:
     text_valid: Tensor | None = None
 
     def __post_init__(self) -> None:
-        self.text = [t if isinstance(t, str) else "" for t in self.text]
         given = [getattr(self, f) is not None for f in GEOMETRY_FIELDS]
         if any(given) and not all(given):
             raise ValueError(f"a geometric Prompt needs all of {GEOMETRY_FIELDS}")
+        if self.text is None:
+            if self.text_valid is None:
+                raise ValueError("a Prompt without text strings needs text_valid")
+            return
+        self.text = [t if isinstance(t, str) else "" for t in self.text]
         nonempty = torch.tensor([bool(t.strip()) for t in self.text], dtype=torch.bool)
         self.text_valid = nonempty if self.text_valid is None else nonempty & self.text_valid.cpu().bool()
 
     def __len__(self) -> int:
-        return len(self.text)
+        return self.text_valid.shape[0]
 
     @property
     def is_geometric(self) -> bool:

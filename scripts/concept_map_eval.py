@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sam_lite import SamLiteModel  # noqa: E402
 from sam_lite.data import CocoConcepts, ConceptSegmentationDataset  # noqa: E402
-from sam_lite.training.train import to_pixels  # noqa: E402
 
 
 @torch.inference_mode()
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     hits = cells = 0
     for k in range(len(data)):
         item = data[k]
-        emb = model.encode_image(to_pixels(item["image"][None]))
+        emb = model.encode_image(model.preprocess(item["image"][None]))
         logits = F.interpolate(model.concept_logits(emb), size=item["dense_labels"].shape, mode="bilinear",
                                align_corners=False)[0]
         pred, labels = logits.argmax(0), item["dense_labels"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sam_lite import SamLitePredictor  # noqa: E402
+from sam_lite import Prompt, SamLitePredictor  # noqa: E402
 from sam_lite.data import CocoConcepts  # noqa: E402
 from sam_lite.evaluation.evaluate import group_by_image  # noqa: E402
 
@@ -52,17 +52,17 @@ def rules(score_t: float, presence_t: float) -> dict:
 @torch.inference_mode()
 def collect(predictor: SamLitePredictor, coco: CocoConcepts, image_ids: list[int], rule_fns: dict) -> list[dict]:
     """One record of scalars per (image, prompt): IoU under each rule, oracle IoU, semantic IoU, GT area share."""
-    m, recs = predictor.model, []
+    recs = []
     half_of = {iid: i % 2 for i, iid in enumerate(image_ids)}  # alternate photos, as evaluate --half
     for iid, group in group_by_image(coco.eval_samples(image_ids, seed=0)).items():
         predictor.set_image(group[0].file_path)
-        text = m.encode_text([s.prompt for s in group])
-        out = m.decode(predictor._embedding, text, image_index=torch.zeros(len(group), dtype=torch.long))
+        out = predictor.predict_torch(Prompt([s.prompt for s in group]))
+        meta = predictor.image_meta
         for i, s in enumerate(group):
             gt = coco.instance_masks(s)
             gt = gt.any(0).numpy() if gt.shape[0] else None
-            masks = (predictor.processor.postprocess_masks(out["pred_masks"][i], predictor._meta) > 0).numpy()
-            semantic = (predictor.processor.postprocess_masks(out["pred_semantic"][i][None], predictor._meta)[0]
+            masks = (predictor.processor.postprocess_masks(out["pred_masks"][i], meta) > 0).numpy()
+            semantic = (predictor.processor.postprocess_masks(out["pred_semantic"][i][None], meta)[0]
                         > 0).numpy()
             match = out["pred_logits"][i].float().sigmoid().numpy()
             presence = float(out["presence_logits"][i].sigmoid())
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--presence-threshold", type=float, default=0.5)
     args = ap.parse_args()
     predictor = SamLitePredictor.from_pretrained(args.checkpoint)
-    score_t = args.score_threshold if args.score_threshold is not None else predictor.model.config.score_threshold
+    score_t = args.score_threshold if args.score_threshold is not None else predictor.inference_config.score_threshold
     coco = CocoConcepts(args.data)
     rule_fns = rules(score_t, args.presence_threshold)
     val = [i for i in coco.split("val") if coco.is_fully_labelled(i)]  # evaluate's default --subset full

@@ -27,15 +27,11 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", default="../shared/data/coco_mini")
     ap.add_argument("--out-dir", default="docs/results")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--instance-inference", choices=["queries", "semantic"], default=None)
-    ap.add_argument("--concept-rescoring", choices=["on", "off"], default=None)
     ap.add_argument("--skip-whole", action="store_true", help="only the two halves")
     args = ap.parse_args(argv)
     out = Path(args.out_dir) / args.name
     common = ["--checkpoint", args.checkpoint, "--data", args.data, "--quiet"]
     common += ["--threads", str(args.threads)] if args.threads else []
-    common += ["--instance-inference", args.instance_inference] if args.instance_inference else []
-    common += ["--concept-rescoring", args.concept_rescoring] if args.concept_rescoring else []
     calib = out / f"{args.name}-val-first-half-calibration.json"
     if evaluate(common + ["--half", "first", "--calibrate", "--no-ap", "--out", str(calib)]):
         raise SystemExit("calibration failed")

@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sam_lite.data import CocoConcepts  # noqa: E402
 from sam_lite.evaluation.geometric import click_point, mask_box  # noqa: E402
 from sam_lite.evaluation.instance_matching import mask_iou_matrix  # noqa: E402
-from sam_lite.modeling.prompt_encoder import pad_geometry  # noqa: E402
-from sam_lite.predictor import SamLitePredictor, mask_confidence  # noqa: E402
-from sam_lite.visual_prompts import agrees_with_prompt, check_visual_prompt, to_model_pixels  # noqa: E402
+from sam_lite.postprocessing import agrees_with_prompt, mask_confidence  # noqa: E402
+from sam_lite.predictor import SamLitePredictor  # noqa: E402
+from sam_lite.structures import Prompt  # noqa: E402
+from sam_lite.visual_prompts import check_visual_prompt, to_model_pixels  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     coco = CocoConcepts(args.data)
     ids = [i for i in coco.split("train") if coco.is_fully_labelled(i)][::7][: args.photos]
     pred = SamLitePredictor.from_pretrained(args.checkpoint)
-    model, ious = pred.model, {}
+    ious = {}
     with torch.inference_mode():
         for iid in ids:
             present, _ = coco.concepts_in_image(iid)
@@ -46,13 +47,11 @@ def main() -> None:
                     gt = torch.from_numpy(coco.ann_mask(coco.coco.anns[a])).bool()
                     prompts = {"click": ([list(click_point(gt.numpy()))], None), "box": (None, mask_box(gt.numpy()))}
                     for kind, (points, box) in prompts.items():
-                        row = to_model_pixels(check_visual_prompt(points, None, box, None, pred._meta.original_size),
-                                              pred._meta)
-                        text, valid = model.encode_prompts([""])
-                        out = model.decode(pred._embedding, text, torch.zeros(1, dtype=torch.long),
-                                           geometry=pad_geometry([row], text_valid=valid.tolist()))
+                        meta = pred.image_meta
+                        row = to_model_pixels(check_visual_prompt(points, None, box, None, meta.original_size), meta)
+                        out = pred.predict_torch(Prompt.from_rows([""], [row]))
                         logits = out["pred_masks"][0].float()
-                        iou = mask_iou_matrix(pred.processor.postprocess_masks(logits, pred._meta) > 0, gt[None])[:, 0]
+                        iou = mask_iou_matrix(pred.processor.postprocess_masks(logits, meta) > 0, gt[None])[:, 0]
                         score = out["pred_logits"][0].float().sigmoid() * out["presence_logits"][0].float().sigmoid()
                         piou, conf = out["pred_iou"][0].float(), mask_confidence(logits)
                         first = 2 * agrees_with_prompt(logits, row, pred.processor.image_size).float() + \

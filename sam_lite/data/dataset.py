@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.ops import box_convert, masks_to_boxes
 
-from ..modeling.prompt_encoder import pad_geometry
+from ..structures import Prompt
 from .coco import NO_COLOUR, CocoConcepts
 from .colors import COLOURS, hsv_image, instance_colours
 from .geometric import sample_geometric_prompt
@@ -229,9 +229,9 @@ class ConceptSegmentationDataset(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    """Images [B,3,S,S] uint8; prompts flattened (image i has prompts image_index == i); targets aligned; geometry:
-    the batched geometry dict of every prompt (see :func:`~sam_lite.modeling.prompt_encoder.pad_geometry`; at least
-    one point and one exemplar slot, so every part of the prompt encoder is in the graph, and ``text_valid``)."""
+    """Images [B,3,S,S] uint8; prompts flattened (image i has prompts image_index == i); targets aligned; prompt:
+    every row as a geometric :class:`~sam_lite.structures.Prompt` (at least one point and one exemplar slot, so
+    every part of the prompt encoder is in the graph; a text-only model reads ``Prompt(prompts)`` instead)."""
     prompts, targets, kinds, index, geometry = [], [], [], [], []
     for i, it in enumerate(items):
         prompts += it["prompts"]
@@ -241,7 +241,7 @@ def collate(items: list[dict]) -> dict:
         geometry += it.get("geometry") or [None] * len(it["prompts"])
     return {"images": torch.stack([it["image"] for it in items]), "prompts": prompts, "targets": targets,
             "prompt_types": kinds, "image_index": torch.tensor(index, dtype=torch.long),
-            "geometry": pad_geometry(geometry, min_points=1, min_exemplars=1, text_valid=[bool(p) for p in prompts]),
+            "prompt": Prompt.from_rows(prompts, geometry, min_points=1, min_exemplars=1),
             "image_ids": [it["image_id"] for it in items],
             "dense_labels": torch.stack([it["dense_labels"] for it in items]),
             "dense_allowed": torch.stack([it["dense_allowed"] for it in items])}

@@ -53,7 +53,7 @@ def sample_geometric_prompt(masks: Tensor, names: list[str], positives: list[str
     masks bool [n, S, S] (n >= 1, non-crowd instances), names [n] their concepts, positives: the concepts whose every
     instance is annotated (exemplar prompts only use those), valid bool [S, S]: the image area (not padding).
     Returns (text prompt, "" for none; target instance indices; kind; geometry row for
-    :func:`~sam_lite.modeling.prompt_encoder.pad_geometry`).
+    :meth:`~sam_lite.structures.Prompt.from_rows`).
     """
     kind = rng.choice(GEOMETRIC_KINDS if positives else GEOMETRIC_KINDS[:2])
     if kind == "exemplar":

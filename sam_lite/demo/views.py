@@ -47,14 +47,6 @@ def concept_view(photo: Image.Image, concept_map, prompt: str) -> ConceptView:
     return ConceptView(probability_overlay(photo, m), caption)
 
 
-def _layers(attention: dict, prefix: str, suffix: str) -> list[torch.Tensor]:
-    found = {}
-    for k, v in attention.items():
-        if k.startswith(prefix) and k.endswith(suffix):
-            found[int(k[len(prefix):-len(suffix)])] = v
-    return [found[i] for i in sorted(found)]
-
-
 def segment(service: SegmentationService, image, text: str, threshold: float):
     """-> (AnnotatedImage value, colour map, summary markdown, prompts)."""
     require_image(image)
@@ -93,15 +85,15 @@ def explain(service: SegmentationService, image, prompt: str, threshold: float, 
     photo, key = prepare_image(image)
     (r,), _ = service.predict(photo, key, [prompt], threshold, return_attention=True, return_concept_map=True)
     att = r.attention
-    meta, grid, tokens = att["meta"], tuple(att["grid"]), list(att["tokens"])
+    meta, grid, tokens = r.image_meta, tuple(att.grid), list(att.tokens)
     h, w = grid
-    scores = att["query_scores"]
-    order = list(att["query_order"])
+    scores = r.query_scores.tolist()
+    order = (r.query_indices + 1).tolist()  # rows of the decoder attention: 0 is the presence token
     ranked = [q + 1 for q in np.argsort(-np.asarray(scores), kind="stable").tolist()]
     queries = (order + [q for q in ranked if q not in order])[:max(1, int(n_queries))]
 
-    img_layers = [a.float().mean(0).numpy() for a in _layers(att, "decoder.layer", ".image_cross_attn")]
-    txt_layers = [a.float().mean(0).numpy() for a in _layers(att, "decoder.layer", ".text_cross_attn")]
+    img_layers = [layer.image_cross_attn.float().mean(0).numpy() for layer in att.decoder]
+    txt_layers = [layer.text_cross_attn.float().mean(0).numpy() for layer in att.decoder]
     tile = thumbnail(photo)
     rows = [(0, "presence token")] + [
         (q, f"query {q} ({'instance #%d, ' % (order.index(q) + 1) if q in order else ''}score {scores[q - 1]:.2f})")
@@ -118,8 +110,8 @@ def explain(service: SegmentationService, image, prompt: str, threshold: float, 
 
     view = AttentionView(
         photo=photo, meta=meta, grid=grid, tokens=tokens, prompt=prompt,
-        encoder=[a.float().mean(0).numpy() for a in _layers(att, "encoder.layer", ".self_attn")],
-        fusion=[a.float().mean(0).numpy()[:, :t] for a in _layers(att, "fusion.layer", ".text_cross_attn")])
+        encoder=[layer.self_attn.float().mean(0).numpy() for layer in att.encoder],
+        fusion=[layer.text_cross_attn.float().mean(0).numpy()[:, :t] for layer in att.fusion])
     found = (f"{len(r)} instance{'s' if len(r) != 1 else ''} above the threshold" if len(r) else "nothing above the threshold")
     caption = (f"**{prompt}**: presence {r.presence:.2f}, {found}. Rows: the presence token, then the "
                f"{len(queries)} best object queries; columns: decoder layers 1 to {len(img_layers)}. "

@@ -175,11 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--half", choices=["first", "second"], default=None,
                     help="only the first or second half of the split's images: alternate photos in id order "
                          "(calibrate on one, report the other)")
-    ap.add_argument("--instance-inference", choices=["queries", "semantic"], default=None,
-                    help="override the checkpoint's instance_inference (sam-lite only; see SamLiteConfig)")
-    ap.add_argument("--concept-rescoring", choices=["on", "off"], default=None,
-                    help="override the checkpoint's concept_rescoring (score x mean concept-map probability inside "
-                         "the mask; sam-lite with a concept map only)")
     ap.add_argument("--baseline", action="store_true",
                     help="the checkpoint is a CLIPSeg-style baseline (also detected from its config.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation prompts (negatives)")
@@ -221,21 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    config = getattr(getattr(predictor, "model", None), "config", None)
-    if args.instance_inference is not None:
-        if not hasattr(config, "instance_inference"):
-            print("error: --instance-inference applies to sam-lite checkpoints only", file=sys.stderr)
-            return 2
-        config.instance_inference = args.instance_inference
-    if args.concept_rescoring is not None:
-        if not getattr(config, "concept_map", False):
-            print("error: --concept-rescoring needs a sam-lite checkpoint with a concept map", file=sys.stderr)
-            return 2
-        config.concept_rescoring = args.concept_rescoring == "on"
+    policy = getattr(predictor, "inference_config", None)  # thresholds stored beside the weights
     if args.threshold is None:
-        args.threshold = float(getattr(config, "score_threshold", 0.5))
+        args.threshold = float(getattr(policy, "score_threshold", 0.5))
     if args.presence_threshold is None:
-        args.presence_threshold = float(getattr(config, "presence_threshold", 0.5))
+        args.presence_threshold = float(getattr(policy, "presence_threshold", 0.5))
     image_ids = coco.split(args.split)
     if args.subset == "full":
         image_ids = [i for i in image_ids if coco.is_fully_labelled(i)]
@@ -257,8 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ap_min_score=args.ap_min_score, compute_ap=not args.no_ap, progress=not args.quiet)
     result.update({"checkpoint": str(args.checkpoint), "model_type": "clipseg_baseline"
                    if type(predictor).__name__ == "BaselinePredictor" else "sam_lite",
-                   "instance_inference": getattr(config, "instance_inference", None),
-                   "concept_rescoring": getattr(config, "concept_rescoring", None),
                    "data": str(args.data), "split": args.split, "subset": args.subset, "max_images": args.max_images,
                    "half": args.half, "seed": args.seed,
                    "wall_s": time.perf_counter() - t0})

@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.subset == "full":
         image_ids = [i for i in image_ids if coco.is_fully_labelled(i)]
     image_ids = image_ids[: args.max_images]
-    threshold = predictor.model.config.score_threshold if args.threshold is None else args.threshold
+    threshold = predictor.inference_config.score_threshold if args.threshold is None else args.threshold
     if not predictor.model.config.geometric_prompts:
         print(f"{args.checkpoint} has no geometric prompts: text prompts only")
     result = evaluate_geometric(predictor, coco, image_ids, threshold, progress=not args.quiet)

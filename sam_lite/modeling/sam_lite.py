@@ -131,7 +131,7 @@ class SamLiteModel(nn.Module):
         if not self.config.geometric_prompts:
             raise ValueError("points, boxes and exemplars need a model with geometric_prompts (this config has "
                              "geometric_prompts false)")
-        p, (h, w) = len(prompt), image.grid
+        p, (h, w) = tokens.shape[0], image.grid
         valid = prompt.text_valid.to(tokens.device)
         geo_tokens, geo_padding = self.prompt_encoder(prompt.geometry(),
                                                       image.tokens.transpose(1, 2).reshape(p, -1, h, w))
@@ -145,7 +145,7 @@ class SamLiteModel(nn.Module):
         prompt tokens -> priors -> fusion -> query decoder -> heads. Returns the dict of :meth:`forward` (without
         ``concept_logits``) plus ``prior_maps`` (the ImageNet prior's maps) and ``concept_prompt_map`` [P,S/8,S/8]
         (P(prompt | pixel)) where those priors exist."""
-        p, n_img = len(prompt), len(image)
+        p, n_img = text.features.shape[0], len(image)  # (tensor sizes: traced as such by the ONNX export)
         if image_index is None:
             image_index = torch.arange(p) if n_img == p else torch.zeros(p, dtype=torch.long)
         if len(image_index) != p:

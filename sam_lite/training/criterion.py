@@ -35,19 +35,14 @@ def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 class SetCriterion(nn.Module):
     def __init__(self, matcher: HungarianMatcher | None = None, weight_dict: dict[str, float] | None = None,
-                 focal_alpha: float = 0.25, match_loss_on_negatives: bool = True, iou_aware_match: bool = False
-                 ) -> None:
+                 focal_alpha: float = 0.25, match_loss_on_negatives: bool = True) -> None:
         """``match_loss_on_negatives=False`` leaves the queries of absent-concept prompts unsupervised (SAM 3's
-        decoupling: presence alone says "not here", the queries only learn to tell instances apart).
-        ``iou_aware_match=True``: a matched query's match target is the IoU of its mask with its instance (no
-        gradient through it) instead of 1 (VarifocalNet / IoU-aware classification), so the match score ranks
-        queries by mask quality."""
+        decoupling: presence alone says "not here", the queries only learn to tell instances apart)."""
         super().__init__()
         self.matcher = matcher or HungarianMatcher()
         self.weight_dict = dict(weight_dict or DEFAULT_WEIGHTS)
         self.focal_alpha = focal_alpha
         self.match_loss_on_negatives = match_loss_on_negatives
-        self.iou_aware_match = iou_aware_match
 
     def _losses(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], num_instances: float
                 ) -> dict[str, Tensor]:
@@ -61,13 +56,7 @@ class SetCriterion(nn.Module):
         if q_idx.numel():
             src_masks = pm[b_idx, q_idx].flatten(1)
             tgt_masks = torch.cat([resize_masks(t["masks"], size)[j] for t, (_, j) in zip(targets, indices)]).flatten(1)
-            if self.iou_aware_match:
-                with torch.no_grad():
-                    hard, gt = src_masks > 0, tgt_masks > 0.5
-                    iou = (hard & gt).sum(1) / (hard | gt).sum(1).clamp(min=1)
-                cls_target[b_idx, q_idx] = iou.to(cls_target.dtype)
-            else:
-                cls_target[b_idx, q_idx] = 1.0
+            cls_target[b_idx, q_idx] = 1.0
             loss_mask = F.binary_cross_entropy_with_logits(src_masks, tgt_masks, reduction="none").mean(1).sum()
             loss_dice = dice_loss(src_masks, tgt_masks).sum()
             src_boxes = outputs["pred_boxes"][b_idx, q_idx].float()

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..config import SamLiteConfig
 from ..data import CocoConcepts, ConceptSegmentationDataset, collate
 from ..modeling import SamLiteModel
-from ..modeling.image_encoder import PIXEL_MEAN, PIXEL_STD
+from ..structures import Prompt
 from .criterion import SetCriterion
 from .matcher import resize_masks
 
@@ -55,8 +55,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompts-per-image", type=int, default=4)
     p.add_argument("--match-loss-on-negatives", choices=["on", "off"], default="on",
                    help="off: queries of absent-concept prompts get no match loss, presence alone learns absence")
-    p.add_argument("--match-target", choices=["one", "iou"], default="one",
-                   help="iou: a matched query's match target is its mask IoU (IoU-aware classification)")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 1.6), metavar=("MIN", "MAX"),
                    help="large-scale jitter: resize factor range relative to the model's input size")
     p.add_argument("--backbone", choices=["lite0", "lite2"], default=None, help="override the config's backbone")
@@ -174,8 +172,12 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def to_pixels(images: torch.Tensor) -> torch.Tensor:
-    return (images.float() - PIXEL_MEAN) / PIXEL_STD
+def forward_batch(model, model_core, batch: dict, geometric: bool) -> dict:
+    """One training forward: one image-encoder pass per image, prompt i paired with image image_index[i]."""
+    prompt = batch["prompt"] if geometric else Prompt(batch["prompts"])
+    if hasattr(model_core, "preprocess"):
+        return model(model_core.preprocess(batch["images"]), prompt, batch["image_index"])
+    return model(batch["images"], batch["prompts"], batch["image_index"])  # the CLIPSeg-style baseline
 
 
 def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, total_steps: int, epoch: int,
@@ -271,8 +273,7 @@ def main(argv=None) -> Path:
         groups += [{"params": [p for p in mine if p.ndim >= 2], "weight_decay": args.weight_decay, "lr": lr},
                    {"params": [p for p in mine if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
-    criterion = (SetCriterion(match_loss_on_negatives=args.match_loss_on_negatives == "on",
-                              iou_aware_match=args.match_target == "iou")
+    criterion = (SetCriterion(match_loss_on_negatives=args.match_loss_on_negatives == "on")
                  if args.model == "sam_lite" else None)
     step, epoch, batch_in_epoch, total_steps = 0, 0, 0, None
     if args.steps is not None:
@@ -321,9 +322,7 @@ def main(argv=None) -> Path:
             break
         t0 = time.time()
         with autocast:
-            # one image-encoder pass per image; prompt i is paired with image image_index[i]
-            extra = {"geometry": batch["geometry"]} if geometric else {}  # (the baseline takes no geometry)
-            outputs = model(to_pixels(batch["images"]), batch["prompts"], batch["image_index"], **extra)
+            outputs = forward_batch(model, model_core, batch, geometric)
         if args.model == "sam_lite":
             losses = criterion(outputs, batch["targets"], batch["dense_labels"], batch["dense_allowed"])
         else:
