@@ -511,7 +511,7 @@ def test_decoder_reads_the_concept_map_detached(model):
     out = model(pixels, prompts, image_index)
     losses = SetCriterion()(out, targets, labels, allowed)
     losses["loss_ce"].backward()
-    g = model.concept_token_proj.weight.grad
+    g = model.priors["concept_map"].token_proj.weight.grad
     assert g is not None and g.abs().sum() > 0  # the decoder's loss does use the concept prior
     cm = model.image_encoder.concept_map
     for name in ("out.weight", "refine.0.0.weight", "lateral8.weight"):

@@ -11,7 +11,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from sam_lite import SamLiteConfig, SamLiteModel  # noqa: E402
 from sam_lite.export import GEOMETRY_INPUTS, example_inputs, main, run_onnx, run_pytorch  # noqa: E402
-from sam_lite.modeling.prompt_encoder import pad_geometry  # noqa: E402
+from sam_lite.structures import Prompt  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,8 +28,8 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = SamLiteModel(SamLiteConfig.from_preset("tiny", geometric_prompts=True, geometry_prior=True))
     with torch.no_grad():  # the dense prior's projections start at zero: make them count in the comparison
-        model.geometry_token_proj.weight.normal_()
-        model.geometry_pixel_proj.weight.normal_()
+        model.priors["geometry"].token_proj.weight.normal_()
+        model.priors["geometry"].pixel_proj.weight.normal_()
     model.save_pretrained(root / "ckpt")
     assert main(["--checkpoint", str(root / "ckpt"), "--out", str(root / "onnx"), "--max-points", "3",
                  "--max-exemplars", "2"]) == 0  # (verifies against PyTorch itself)
@@ -72,13 +72,13 @@ def test_text_rows_and_full_slots(exported):
     model, paths, _ = exported
     rows = [None, {"points": [[1.0, 2.0], [30.0, 40.0], [60.0, 10.0]], "point_labels": [1, 0, 1],
                    "exemplars": [[0.0, 0.0, 20.0, 20.0], [30.0, 30.0, 63.0, 50.0]]}, {"box": [5.0, 6.0, 40.0, 41.0]}]
-    text, valid = model.encode_prompts(["dog", "", "a small red car"])
-    geo = pad_geometry(rows, 3, 2, valid.tolist())
+    geo = Prompt.from_rows(["dog", "", "a small red car"], rows, 3, 2)
+    text = model.encode_prompt(geo)
     ex = example_inputs(model, batch=3, max_points=3, max_exemplars=2)
-    ex.update({"text_features": text["features"], "text_padding_mask": text["padding_mask"],
-               "sentence": text["sentence"], "point_coords": geo["points"], "point_labels": geo["point_labels"],
-               "boxes": geo["boxes"], "box_valid": geo["box_valid"], "exemplars": geo["exemplars"],
-               "exemplar_valid": geo["exemplar_valid"], "text_valid": geo["text_valid"]})
+    ex.update({"text_features": text.features, "text_padding_mask": text.padding_mask,
+               "sentence": text.sentence, "point_coords": geo.points, "point_labels": geo.point_labels,
+               "boxes": geo.boxes, "box_valid": geo.box_valid, "exemplars": geo.exemplars,
+               "exemplar_valid": geo.exemplar_valid, "text_valid": geo.text_valid})
     _close(run_onnx(paths, ex), run_pytorch(model, ex))
 
 
@@ -89,9 +89,9 @@ def test_benchmark_text_feeds_fill_the_visual_prompt_inputs(exported):
 
     model, paths, _ = exported
     ex = example_inputs(model, batch=1, max_points=3, max_exemplars=2)
-    text = model.encode_text(["dog"])
-    ex = {"pixel_values": ex["pixel_values"], "text_features": text["features"],
-          "text_padding_mask": text["padding_mask"], "sentence": text["sentence"]}
+    text = model.encode_prompt(["dog"])
+    ex = {"pixel_values": ex["pixel_values"], "text_features": text.features,
+          "text_padding_mask": text.padding_mask, "sentence": text.sentence}
     enc = ort.InferenceSession(str(paths["image_encoder"]), providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(paths["prompt_decoder"]), providers=["CPUExecutionProvider"])
     feeds = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {"pixel_values": ex["pixel_values"].numpy()})))

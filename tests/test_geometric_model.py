@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from sam_lite import SamLiteConfig, SamLiteModel
-from sam_lite.modeling.prompt_encoder import pad_geometry
+from sam_lite import Prompt, SamLiteConfig, SamLiteModel
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +20,17 @@ def embedding(model):
 
 
 def _decode(model, embedding, prompts, rows, **kw):
-    text, valid = model.encode_prompts(prompts)
-    geo = pad_geometry(rows, text_valid=valid.tolist())
+    prompt = Prompt.from_rows(prompts, rows)
     with torch.no_grad():
-        return model.decode(embedding, text, image_index=torch.zeros(len(prompts), dtype=torch.long),
-                            geometry=geo, **kw)
+        return model.decode(embedding, prompt, model.encode_prompt(prompt),
+                            image_index=torch.zeros(len(prompts), dtype=torch.long), **kw)
 
 
 def test_all_padding_geometry_changes_nothing(model, embedding):
     """Masked K/V tokens contribute nothing: a text prompt decodes the same with an empty geometry."""
-    text = model.encode_text(["red car", "dog"])
+    prompt = Prompt(["red car", "dog"])
     with torch.no_grad():
-        ref = model.decode(embedding, text, image_index=torch.zeros(2, dtype=torch.long))
+        ref = model.decode(embedding, prompt, model.encode_prompt(prompt), image_index=torch.zeros(2, dtype=torch.long))
     got = _decode(model, embedding, ["red car", "dog"], [None, {"exemplars": torch.zeros(0, 4)}])
     for k in ("pred_logits", "pred_masks", "pred_boxes", "presence_logits", "pred_iou"):
         torch.testing.assert_close(got[k], ref[k], atol=1e-5, rtol=1e-4)
@@ -45,11 +43,11 @@ def test_outputs_and_attention_shapes(model, embedding):
     out = _decode(model, embedding, ["", None, "car"], rows, output_attentions=True)
     assert out["pred_iou"].shape == (3, k) and ((out["pred_iou"] >= 0) & (out["pred_iou"] <= 1)).all()
     assert all(a["pred_iou"].shape == (3, k) for a in out["aux_outputs"])
-    t = model.encode_text(["car"])["features"].shape[1]
+    t = model.encode_prompt(["car"]).features.shape[1]
     g = 2 + 2 + 3
-    assert out["attentions"]["fusion.layer0.text_cross_attn"].shape[-1] == t + 1 + g
-    assert out["attentions"]["decoder.layer0.text_cross_attn"].shape[-1] == t + 1 + g
-    w = out["attentions_mean"]["decoder.layer0.text_cross_attn"]
+    assert out["attentions"].fusion[0].text_cross_attn.shape[-1] == t + 1 + g
+    assert out["attentions"].decoder[0].text_cross_attn.shape[-1] == t + 1 + g
+    w = out["attentions"].decoder[0].text_cross_attn.mean(1)  # heads averaged
     assert torch.all(w[:2, :, :t] == 0)  # rows without text never look at the (placeholder) words
     assert torch.all(w[2, :, t] == 0)  # a row with text never looks at the no-text token
     torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
@@ -64,10 +62,10 @@ def test_rows_without_text_have_no_prior(model, embedding):
 def test_placeholder_text_is_ignored_and_the_point_matters(model, embedding):
     rows = [{"points": [[10.0, 10.0]]}]
     a = _decode(model, embedding, [""], rows)
-    text, _ = model.encode_prompts(["something else entirely"])
-    geo = pad_geometry(rows, text_valid=[False])
+    prompt = Prompt.from_rows(["something else entirely"], rows, text_valid=[False])
+    assert prompt.text_valid.tolist() == [False]
     with torch.no_grad():
-        b = model.decode(embedding, text, geometry=geo)
+        b = model.decode(embedding, prompt, model.encode_prompt(prompt))
     torch.testing.assert_close(a["pred_masks"], b["pred_masks"], atol=1e-5, rtol=1e-4)
     c = _decode(model, embedding, [""], [{"points": [[50.0, 50.0]]}])
     assert not torch.allclose(a["pred_masks"], c["pred_masks"])
@@ -77,15 +75,15 @@ def test_placeholder_text_is_ignored_and_the_point_matters(model, embedding):
 
 def test_forward_with_empty_prompts_and_errors(model):
     x = torch.randn(2, 3, 64, 64)
-    geo = pad_geometry([{"box": [1.0, 1.0, 30.0, 30.0]}, None])
+    geo = Prompt.from_rows(["", "car"], [{"box": [1.0, 1.0, 30.0, 30.0]}, None])
     with torch.no_grad():
-        out = model(x, ["", "car"], geometry=geo)
+        out = model(x, geo)
     assert out["pred_masks"].shape[:2] == (2, model.config.num_queries)
     with pytest.raises(ValueError, match="empty"):
         model(x, ["", "car"])
     plain = SamLiteModel(SamLiteConfig.from_preset("tiny"), load_pretrained=False).eval()
     with pytest.raises(ValueError, match="geometric_prompts"):
-        plain.decode(plain.encode_image(x), plain.encode_text(["a", "b"]), geometry=geo)
+        plain.decode(plain.encode_image(x), geo, plain.encode_prompt(["a", "b"]))
     assert "pred_iou" not in plain.heads(torch.randn(1, 9, 32), torch.randn(1, 16, 16, 16))
 
 
@@ -99,9 +97,9 @@ def test_gradients_reach_every_prompt_encoder_parameter():
     masks = torch.zeros(1, 64, 64, dtype=torch.bool)
     masks[0, 10:30, 10:40] = True
     target = {"masks": masks, "boxes": torch.tensor([[25 / 64, 20 / 64, 30 / 64, 20 / 64]])}
-    geo = pad_geometry([{"points": [[20.0, 20.0]]}, {"exemplars": [[10.0, 10.0, 39.0, 29.0]]}, None],
-                       min_points=1, min_exemplars=1, text_valid=[False, True, True])
-    out = model(torch.randn(1, 3, 64, 64), ["", "car", "dog"], torch.zeros(3, dtype=torch.long), geometry=geo)
+    geo = Prompt.from_rows(["", "car", "dog"], [{"points": [[20.0, 20.0]]}, {"exemplars": [[10.0, 10.0, 39.0, 29.0]]},
+                                                None], min_points=1, min_exemplars=1)
+    out = model(torch.randn(1, 3, 64, 64), geo, torch.zeros(3, dtype=torch.long))
     losses = SetCriterion()(out, [target, target, {"masks": masks[:0], "boxes": torch.zeros(0, 4)}])
     assert losses["loss_iou"] > 0
     losses["loss"].backward()

@@ -5,7 +5,12 @@ import torch.nn.functional as F
 
 from sam_lite import SamLiteConfig, SamLiteModel
 from sam_lite.modeling.geometry_prior import geometry_prior, like_this
-from sam_lite.modeling.prompt_encoder import pad_geometry
+from sam_lite.structures import Prompt
+
+
+def pad_geometry(rows):
+    """The geometry tensors of rows of visual prompts (no text)."""
+    return Prompt.from_rows([""] * len(rows), rows).geometry()
 
 
 def _rows():
@@ -45,20 +50,21 @@ def test_text_rows_are_independent_of_the_geometry_prior():
     torch.manual_seed(0)
     model = SamLiteModel(SamLiteConfig.from_preset("tiny", geometric_prompts=True, geometry_prior=True)).eval()
     with torch.no_grad():
-        model.geometry_token_proj.weight.normal_()
-        model.geometry_pixel_proj.weight.normal_()
+        model.priors["geometry"].token_proj.weight.normal_()
+        model.priors["geometry"].pixel_proj.weight.normal_()
     s = model.config.image_size
     emb = model.encode_image(torch.randn(1, 3, s, s))
-    text, valid = model.encode_prompts(["dog", "", "cat"])
     rows = [None, {"points": torch.tensor([[10.0, 12.0]])}, {"exemplars": torch.tensor([[4.0, 4.0, 30.0, 30.0]])}]
+    prompt = Prompt.from_rows(["dog", "", "cat"], rows)
+    text, dog = model.encode_prompt(prompt), Prompt(["dog"])
     with torch.no_grad():
-        both = model.decode(emb, text, torch.zeros(3, dtype=torch.long), geometry=pad_geometry(rows, text_valid=valid.tolist()))
-        alone = model.decode(emb, model.encode_text(["dog"]), torch.zeros(1, dtype=torch.long))
+        both = model.decode(emb, prompt, text, torch.zeros(3, dtype=torch.long))
+        alone = model.decode(emb, dog, model.encode_prompt(dog), torch.zeros(1, dtype=torch.long))
         torch.testing.assert_close(both["pred_masks"][0], alone["pred_masks"][0], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(both["pred_logits"][0], alone["pred_logits"][0], atol=1e-5, rtol=1e-4)
-        model.geometry_pixel_proj.weight.zero_()
-        model.geometry_token_proj.weight.zero_()
-        off = model.decode(emb, text, torch.zeros(3, dtype=torch.long), geometry=pad_geometry(rows, text_valid=valid.tolist()))
+        model.priors["geometry"].pixel_proj.weight.zero_()
+        model.priors["geometry"].token_proj.weight.zero_()
+        off = model.decode(emb, prompt, text, torch.zeros(3, dtype=torch.long))
     assert not torch.allclose(both["pred_masks"][1], off["pred_masks"][1])
     torch.testing.assert_close(both["pred_masks"][0], off["pred_masks"][0])
 

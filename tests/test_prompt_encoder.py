@@ -7,9 +7,15 @@ import torch
 
 from sam_lite import SamLiteConfig, SamLiteModel
 from sam_lite.modeling.attention import sine_position_encoding_2d, sine_position_encoding_points
-from sam_lite.modeling.prompt_encoder import NOT_A_POINT, GeometricPromptEncoder, pad_geometry
+from sam_lite.modeling.prompt_encoder import NOT_A_POINT, GeometricPromptEncoder
+from sam_lite.structures import Prompt
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pad_geometry(rows):
+    """The geometry tensors of rows of visual prompts (no text)."""
+    return Prompt.from_rows([""] * len(rows), rows).geometry()
 
 
 @pytest.fixture(scope="module")
@@ -99,4 +105,4 @@ def test_config_flag_and_state_dict(tmp_path):
 def test_shipped_checkpoint_loads_with_visual_prompts():
     model = SamLiteModel.from_pretrained(ROOT / "checkpoints" / "sam-lite-base")
     assert model.config.geometric_prompts and model.config.geometry_prior and hasattr(model, "prompt_encoder")
-    assert model.geometry_pixel_proj.weight.abs().sum() > 0  # the dense prior was trained, not left at zero
+    assert model.priors["geometry"].pixel_proj.weight.abs().sum() > 0  # the dense prior was trained, not left at zero

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from sam_lite import SamLiteConfig, SamLiteModel, SamLitePredictor
-from sam_lite.predictor import mask_confidence
+from sam_lite.postprocessing import agrees_with_prompt, mask_confidence
 from sam_lite.processing import ImageMeta
-from sam_lite.visual_prompts import agrees_with_prompt, to_model_pixels
+from sam_lite.structures import Prompt
+from sam_lite.visual_prompts import to_model_pixels
 
 W, H = 64, 48  # the tiny model's input is 64 px: this photo is not resized, only padded
 
@@ -67,15 +68,11 @@ def test_photo_pixels_to_model_pixels():
 
 def _decode_one(predictor, **visual):
     """The model's raw output for one visual prompt, as the predictor builds it."""
-    from sam_lite.modeling.prompt_encoder import pad_geometry
     from sam_lite.visual_prompts import check_visual_prompt
 
     v = check_visual_prompt(visual.get("points"), visual.get("point_labels"), visual.get("box"), None, (H, W))
-    row = to_model_pixels(v, predictor._meta)
-    text, valid = predictor.model.encode_prompts([""])
-    with torch.no_grad():
-        out = predictor.model.decode(predictor._embedding, text, geometry=pad_geometry([row], text_valid=[False]))
-    return out, row
+    row = to_model_pixels(v, predictor.image_meta)
+    return predictor.predict_torch(Prompt.from_rows([""], [row])), row
 
 
 @pytest.mark.parametrize("xy", [(20.0, 30.0), (50.0, 8.0), (5.0, 40.0)])
@@ -146,7 +143,7 @@ def test_text_only_unchanged_and_attention_names_every_token(predictor):
     assert r.iou_predictions is None and r.visual_prompt is None
     a = predictor.predict("red car", points=[[20.0, 30.0]], exemplars=[[1.0, 1.0, 9.0, 9.0]],
                           return_attention=True).attention
-    lk = a["decoder.layer0.text_cross_attn"].shape[-1]
-    assert len(a["tokens"]) == lk
-    assert a["tokens"][:4] == ["[CLS]", "red", "car", "[SEP]"] and a["tokens"][4] == "[no text]"
-    assert a["tokens"][5] == "point 1 (+)" and a["tokens"][-1] == "exemplar 1 appearance"
+    lk = a.decoder[0].text_cross_attn.shape[-1]
+    assert len(a.tokens) == lk
+    assert a.tokens[:4] == ["[CLS]", "red", "car", "[SEP]"] and a.tokens[4] == "[no text]"
+    assert a.tokens[5] == "point 1 (+)" and a.tokens[-1] == "exemplar 1 appearance"
