@@ -178,6 +178,16 @@ class Attentions:
     grid: tuple[int, int]
     tokens: list[str] | None = None
 
+    def named(self) -> list[tuple[str, Tensor]]:
+        """Every weight tensor with a readable label ("decoder layer 0 image_cross_attn"), in stage order."""
+        out = []
+        for stage in ("encoder", "fusion", "decoder"):
+            for i, layer in enumerate(getattr(self, stage)):
+                for kind in ("self_attn", "text_cross_attn", "image_cross_attn"):
+                    if getattr(layer, kind) is not None:
+                        out.append((f"{stage} layer {i} {kind}", getattr(layer, kind)))
+        return out
+
     def select(self, i: int) -> "Attentions":
         return Attentions([a.select(i) for a in self.encoder], [a.select(i) for a in self.fusion],
                           [a.select(i) for a in self.decoder], self.grid, self.tokens)

@@ -455,7 +455,7 @@ def test_forward_has_concept_outputs(model):
     # the concept logits are scale * cosine to the vocabulary, background last
     cm = model.image_encoder.concept_map
     with torch.no_grad():
-        emb = model.encode_image(pixels)["concept_embedding"]
+        emb = model.encode_image(pixels).concept_embedding
         torch.testing.assert_close(emb.norm(dim=1), torch.ones(2, s // 8, s // 8))
         scale = cm.logit_scale.exp()
         torch.testing.assert_close(out["concept_logits"][:, -1],
@@ -464,15 +464,22 @@ def test_forward_has_concept_outputs(model):
 
 
 def test_concept_prompt_weights_pick_the_named_concept(model):
-    cm = model.image_encoder.concept_map
-    w, best = cm.prompt_weights(cm.concept_embeddings.clone())
+    from sam_lite import ImageEmbedding, Prompt, TextEmbedding
+
+    cm, prior = model.image_encoder.concept_map, model.priors["concept_map"]
+    w, best = prior.prompt_weights(cm.concept_embeddings.clone())
     assert w.shape == (3, 3)
     torch.testing.assert_close(w.sum(-1), torch.ones(3))
     assert w.argmax(-1).tolist() == [0, 1, 2]
     torch.testing.assert_close(best, torch.ones(3))
     # P(prompt | x) = sum_c w_c(prompt) * softmax over the vocabulary (background included) of concept c
     emb = torch.nn.functional.normalize(torch.randn(3, 384, 2, 2), dim=1)
-    maps, stats, p = cm.prior(emb, cm.concept_embeddings.clone())
+    with torch.no_grad():
+        probs = cm.logits(emb).softmax(1)[:, :-1]  # P(concept | x), as the image encoder keeps it
+    image = ImageEmbedding(tokens=torch.zeros(3, 4, 8), pos=torch.zeros(4, 8), grid=(2, 2),
+                           pixel_features=torch.zeros(3, 8, 2, 2), concept_embedding=emb, concept_probs=probs)
+    text = TextEmbedding(torch.zeros(3, 1, 384), torch.zeros(3, 1, dtype=torch.bool), cm.concept_embeddings.clone())
+    maps, stats, p = prior.maps(image, text, Prompt(VOCAB))
     with torch.no_grad():
         by_hand = torch.einsum("pk,pkhw->phw", w, cm.logits(emb).softmax(1)[:, :-1])
     torch.testing.assert_close(p, by_hand)
@@ -628,37 +635,3 @@ def test_evaluate_subset_full_leaves_out_partially_labelled_photos_and_halves_al
     assert images("--half", "first") == (3, "full")  # photos 2, 4, 6
     assert images("--half", "second") == (2, "full")  # photos 3, 5
 
-
-def test_concept_agreement_is_the_mean_concept_probability_inside_each_mask():
-    from sam_lite.predictor import concept_agreement
-
-    masks = torch.full((1, 3, 4, 4), -1.0)
-    masks[0, 0, :, :2] = 1.0  # left half
-    masks[0, 1, :, 2:] = 1.0  # right half; query 2 is empty
-    cmap = torch.zeros(1, 4, 4)
-    cmap[0, :, :2] = 0.8
-    cmap[0, :, 2:] = 0.1
-    torch.testing.assert_close(concept_agreement(masks, cmap), torch.tensor([[0.8, 0.1, 0.0]]))
-
-
-def test_concept_rescoring_multiplies_scores_by_the_concept_agreement(tiny_checkpoint):
-    from sam_lite import SamLitePredictor
-    from sam_lite.predictor import concept_agreement
-
-    predictor = SamLitePredictor.from_pretrained(tiny_checkpoint)
-    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    predictor.set_image(image)
-    plain = predictor.predict("car", score_threshold=0.0, nms_iou=1.0)
-    predictor.model.config.concept_rescoring = True
-    rescored = predictor.predict("car", score_threshold=0.0, nms_iou=1.0)
-    text = predictor.model.encode_text(["car"])
-    with torch.no_grad():
-        out = predictor.model.decode(predictor._embedding, text, image_index=torch.zeros(1, dtype=torch.long))
-    agree = concept_agreement(out["pred_masks"], out["concept_prompt_map"])[0]
-    base = out["pred_logits"][0].sigmoid() * out["presence_logits"][0].sigmoid()
-    nonempty = (out["pred_masks"][0] > 0).flatten(1).any(1)  # the predictor returns every non-empty mask here
-    expected = torch.sort((base * agree)[nonempty], descending=True).values
-    got = torch.sort(rescored.scores, descending=True).values
-    assert len(got) == len(plain) == int(nonempty.sum()) > 0
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
-    assert float(rescored.scores.max()) < float(plain.scores.max())

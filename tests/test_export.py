@@ -43,10 +43,10 @@ def exported(tmp_path_factory):
 def _inputs(model, prompts, seed=0):
     g = torch.Generator().manual_seed(seed)
     s = model.config.image_size
-    text = model.encode_text(prompts)
+    text = model.encode_prompt(prompts)
     return {"pixel_values": torch.rand(len(prompts), 3, s, s, generator=g) * 2 - 1,
-            "text_features": text["features"].float(), "text_padding_mask": text["padding_mask"],
-            "sentence": text["sentence"].float()}
+            "text_features": text.features.float(), "text_padding_mask": text.padding_mask,
+            "sentence": text.sentence.float()}
 
 
 def _assert_close(got: dict, ref: dict):
@@ -103,9 +103,9 @@ def test_text_encoder_matches_pytorch(exported):
     sess = ort.InferenceSession(str(paths["text_encoder"]), providers=["CPUExecutionProvider"])
     feats, sentence = sess.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
                                       "attention_mask": enc["attention_mask"].astype(np.int64)})
-    ref = model.encode_text(prompts)
-    np.testing.assert_allclose(feats, ref["features"].numpy(), atol=1e-4)
-    np.testing.assert_allclose(sentence, ref["sentence"].numpy(), atol=1e-5)
+    ref = model.encode_prompt(prompts)
+    np.testing.assert_allclose(feats, ref.features.numpy(), atol=1e-4)
+    np.testing.assert_allclose(sentence, ref.sentence.numpy(), atol=1e-5)
 
 
 def test_onnx_pipeline_reproduces_predictor(exported):
@@ -115,10 +115,10 @@ def test_onnx_pipeline_reproduces_predictor(exported):
     image = (np.random.default_rng(0).random((50, 90, 3)) * 255).astype(np.uint8)
     pred.set_image(image)
     result = pred.predict("dog", score_threshold=0.0, nms_iou=1.0)
-    pixel_values, _ = pred.processor.preprocess(image)
-    text = model.encode_text(["dog"])
-    got = run_onnx(paths, {"pixel_values": pixel_values, "text_features": text["features"],
-                           "text_padding_mask": text["padding_mask"], "sentence": text["sentence"]})
+    pixel_values = model.preprocess(pred.processor.preprocess(image)[0])
+    text = model.encode_prompt(["dog"])
+    got = run_onnx(paths, {"pixel_values": pixel_values, "text_features": text.features,
+                           "text_padding_mask": text.padding_mask, "sentence": text.sentence})
     assert len(result) >= 1
     # the predictor drops queries with an empty mask, so match each of its scores to the closest ONNX score
     gap = np.abs(result.scores.numpy()[:, None] - got["scores"][0][None, :]).min(1)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sam_lite import SamLiteConfig, SamLiteModel, SamLitePredictor
+from sam_lite import Prompt, SamLiteConfig, SamLiteModel, SamLitePredictor
 from sam_lite.modeling.image_encoder import EfficientNetLite
 
 
@@ -39,7 +39,8 @@ def test_one_image_many_prompts_matches_repeated_image(tiny_model):
     x = torch.randn(1, 3, s, s)
     with torch.no_grad():
         emb = tiny_model.encode_image(x)
-        shared = tiny_model.decode(emb, tiny_model.encode_text(["cat", "sky"]))
+        prompt = Prompt(["cat", "sky"])
+        shared = tiny_model.decode(emb, prompt, tiny_model.encode_prompt(prompt))
         repeated = tiny_model(x.expand(2, -1, -1, -1), ["cat", "sky"])
     torch.testing.assert_close(shared["pred_masks"], repeated["pred_masks"], atol=1e-5, rtol=1e-4)
 
@@ -49,29 +50,31 @@ def test_attention_rows_sum_to_one_and_shapes(tiny_model):
     s = cfg.image_size
     n = (s // 16) ** 2
     prompts = ["red car", "a very small dog"]
-    text = tiny_model.encode_text(prompts)
-    t = text["features"].shape[1]
+    text = tiny_model.encode_prompt(prompts)
+    t = text.features.shape[1]
     with torch.no_grad():
         out = tiny_model(torch.randn(2, 3, s, s), prompts, output_attentions=True)
     att = out["attentions"]
     h, q = cfg.num_heads, cfg.num_queries + 1
-    assert att["encoder.layer0.self_attn"].shape == (2, h, n, n)
-    assert att["fusion.layer0.text_cross_attn"].shape == (2, h, n, t)
-    for i in range(cfg.decoder_layers):
-        assert att[f"decoder.layer{i}.image_cross_attn"].shape == (2, h, q, n)
-        assert att[f"decoder.layer{i}.text_cross_attn"].shape == (2, h, q, t)
-        assert att[f"decoder.layer{i}.self_attn"].shape == (2, h, q, q)
-    assert set(out["attentions_mean"]) == set(att)
-    for name, a in att.items():
+    assert att.grid == (s // 16, s // 16)
+    assert att.encoder[0].self_attn.shape == (2, h, n, n)
+    assert att.fusion[0].text_cross_attn.shape == (2, h, n, t)
+    assert len(att.decoder) == cfg.decoder_layers
+    for layer in att.decoder:
+        assert layer.image_cross_attn.shape == (2, h, q, n)
+        assert layer.text_cross_attn.shape == (2, h, q, t)
+        assert layer.self_attn.shape == (2, h, q, q)
+    named = att.named()
+    assert len(named) == cfg.encoder_layers + cfg.fusion_layers + 3 * cfg.decoder_layers
+    for name, a in named:
         torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)), msg=name)
-        mean = out["attentions_mean"][name]
-        assert mean.shape == a.shape[:1] + a.shape[2:]
-        torch.testing.assert_close(mean, a.mean(1), msg=name)
-        torch.testing.assert_close(mean.sum(-1), torch.ones_like(mean.sum(-1)), msg=name)
+    one = att.select(1)
+    assert one.decoder[0].image_cross_attn.shape == (h, q, n)
+    torch.testing.assert_close(one.decoder[0].image_cross_attn, att.decoder[0].image_cross_attn[1])
     # padding tokens of the shorter prompt get no attention
-    pad = text["padding_mask"][0]
+    pad = text.padding_mask[0]
     assert pad.any()
-    assert att["decoder.layer0.text_cross_attn"][0][..., pad].abs().max() == 0
+    assert att.decoder[0].text_cross_attn[0][..., pad].abs().max() == 0
 
 
 def test_attention_path_equals_fast_path(tiny_model):
@@ -192,8 +195,8 @@ def test_text_encoder_matches_package_and_separates_colours(tiny_model):
     reference = AutoModel.from_pretrained(minilm_path(), local_files_only=True)
     for k, v in reference.state_dict().items():
         assert torch.equal(tiny_model.text_encoder.bert.state_dict()[k], v), k
-    feats = tiny_model.encode_text(["red car", "blue car"])
-    red, blue = feats["features"][0], feats["features"][1]
+    feats = tiny_model.encode_prompt(["red car", "blue car"])
+    red, blue = feats.features[0], feats.features[1]
     assert red.shape == blue.shape  # [CLS] red car [SEP]
     assert not torch.allclose(red[1], blue[1], atol=1e-2)  # the colour word itself
     assert (red - blue).abs().max() > 0.1
@@ -238,8 +241,8 @@ def test_predictor_numpy_path_and_batched_prompts(predictor, tmp_path):
 def test_predictor_attention(predictor):
     predictor.set_image(np.zeros((40, 40, 3), dtype=np.uint8))
     r = predictor.predict("dog", score_threshold=0.0, return_attention=True)
-    assert r.attention["tokens"] == ["[CLS]", "dog", "[SEP]"]
-    a = r.attention["decoder.layer0.text_cross_attn"]
+    assert r.attention.tokens == ["[CLS]", "dog", "[SEP]"]
+    a = r.attention.decoder[0].text_cross_attn
     assert a.shape[-1] == 3
     torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
 
@@ -274,51 +277,6 @@ def test_prompt_cache_reused(predictor):
     assert torch.equal(again[: cached.shape[0]], cached)
 
 
-def test_prior_from_a_higher_resolution_pass(tiny_model):
-    """prior_image_size: the ImageNet prior comes from a second backbone pass at that size; the predictor feeds it
-    the photo resized to that size (not an upsampled copy of the model input)."""
-    cfg = SamLiteConfig.from_preset("tiny", prior_image_size=128)
-    model = SamLiteModel(cfg).eval()
-    model.load_state_dict(tiny_model.state_dict())  # same weights; only the prior's input differs
-    s = cfg.image_size
-    x = torch.randn(1, 3, s, s)
-    with torch.no_grad():
-        emb = model.encode_image(x)
-        assert emb["class_logits"].shape[-2:] == (128 // 32, 128 // 32)
-        base = tiny_model.encode_image(x)
-        torch.testing.assert_close(emb["tokens"], base["tokens"])  # the main pass is unchanged
-    predictor = SamLitePredictor(model)
-    predictor.set_image(Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 70, 3), dtype=np.uint8)))
-    assert predictor._prior_pixel_values.shape == (1, 3, 128, 128)
-    r = predictor.predict("dog", score_threshold=0.0)
-    assert r.masks.shape[-2:] == (90, 70)
-    with pytest.raises(ValueError, match="prior_image_size"):
-        SamLiteConfig.from_preset("tiny", prior_image_size=48)
-
-
-def test_mask_rescoring(tiny_model):
-    from sam_lite.predictor import mask_confidence
-
-    logits = torch.tensor([[[4.0, 4.0], [-4.0, -4.0]], [[-1.0, -1.0], [-1.0, -1.0]]])
-    conf = mask_confidence(logits)
-    assert conf[0] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item())  # mean probability inside the mask
-    assert conf[1] == 0.0  # an empty mask has no confidence
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8))
-    plain = SamLitePredictor(tiny_model)
-    plain.set_image(image)
-    a = plain.predict("dog", score_threshold=0.0, nms_iou=1.0)
-    cfg = SamLiteConfig.from_dict({**tiny_model.config.to_dict(), "mask_rescoring": True})
-    model = SamLiteModel(cfg).eval()
-    model.load_state_dict(tiny_model.state_dict())
-    rescored = SamLitePredictor(model)
-    rescored.set_image(image)
-    b = rescored.predict("dog", score_threshold=0.0, nms_iou=1.0)
-    assert len(b) == len(a) and (b.scores <= a.scores.max() + 1e-6).all()
-    assert b.scores.max() < a.scores.max()  # every mask probability is below 1
-    with pytest.raises(ValueError, match="mask_rescoring"):
-        SamLiteConfig.from_preset("tiny", mask_rescoring="yes")
-
-
 def test_no_empty_masks_after_upsampling(tiny_model, monkeypatch):
     """A query whose mask is one weak low-resolution cell passes the low-resolution checks but vanishes when resized
     to a small photo: it must not come back as an empty mask."""
@@ -339,83 +297,3 @@ def test_no_empty_masks_after_upsampling(tiny_model, monkeypatch):
     assert r.masks.shape == (1, 15, 20) and r.masks.all()
     assert len(r.scores) == len(r.boxes) == 1
 
-
-def test_fused_pixel_embedding_makes_mask_features_prompt_aware():
-    """With ``fused_pixel_embedding`` the pixel embedding the mask heads read differs per prompt (through the fusion
-    layer's output); without it (and without the ImageNet prior and the concept map) it is the same for every prompt. With the new
-    projection at zero the model is exactly the one without it."""
-    def pixel_embeddings(model, prompts):
-        seen = []
-        handle = model.heads.register_forward_hook(lambda m, args, out: seen.append(args[1]))
-        s = model.config.image_size
-        with torch.no_grad():
-            out = model(torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(1)).expand(2, -1, -1, -1),
-                        prompts)
-        handle.remove()
-        return seen[-1], out
-
-    torch.manual_seed(0)
-    plain = SamLiteModel(SamLiteConfig.from_preset("tiny", use_imagenet_prior=False, concept_map=False)).eval()
-    fused = SamLiteModel(SamLiteConfig.from_preset("tiny", use_imagenet_prior=False, concept_map=False,
-                                                   fused_pixel_embedding=True)).eval()
-    fused.load_state_dict(plain.state_dict(), strict=False)
-    px, _ = pixel_embeddings(plain, ["dog", "red car"])
-    torch.testing.assert_close(px[0], px[1])
-    px, _ = pixel_embeddings(fused, ["dog", "red car"])
-    assert (px[0] - px[1]).abs().max() > 1e-4
-    with torch.no_grad():
-        fused.fused_pixel_proj.weight.zero_()
-        fused.fused_pixel_proj.bias.zero_()
-    _, a = pixel_embeddings(plain, ["dog", "red car"])
-    _, b = pixel_embeddings(fused, ["dog", "red car"])
-    torch.testing.assert_close(a["pred_masks"], b["pred_masks"])
-
-
-def test_semantic_instances_partition_the_semantic_mask():
-    from sam_lite.predictor import semantic_instances
-
-    sem = torch.full((6, 6), -5.0)
-    sem[:, :2], sem[:, 2:5] = 3.0, 2.0  # the concept covers columns 0-4, more surely 0-1
-    masks = torch.full((3, 6, 6), -5.0)
-    masks[0, :, :2] = 5.0  # query 0 claims columns 0-1
-    masks[1, :, 1:5] = 5.0  # query 1 claims columns 1-4 (overlaps query 0 on column 1)
-    masks[2, :, 5:] = 5.0  # query 2 lies outside the semantic mask: never an instance
-    match = torch.tensor([0.9, 0.5, 0.99])
-    regions, scores, queries = semantic_instances(sem, masks, match, torch.tensor(0.8))
-    assert queries.tolist() == [0, 1]
-    assert regions[0, :, :2].all() and not regions[0, :, 2:].any()  # column 1 goes to the higher match x mask
-    assert regions[1, :, 2:5].all() and not regions[1, :, :2].any() and not regions[1, :, 5:].any()
-    assert torch.equal(regions.any(0), sem > 0)  # the union is exactly the semantic mask
-    torch.testing.assert_close(scores, 0.8 * torch.sigmoid(torch.tensor([3.0, 2.0])))
-    _, _, q = semantic_instances(sem, masks, match, torch.tensor(0.8), min_cells=13)  # query 0 owns only 12 cells
-    assert q.tolist() == [1]
-    regions, scores, q = semantic_instances(torch.full((6, 6), -1.0), masks, match, torch.tensor(0.8))
-    assert regions.shape == (0, 6, 6) and scores.numel() == 0 and q.numel() == 0
-
-
-def test_predictor_semantic_instance_inference(tiny_model):
-    """With ``instance_inference="semantic"`` the answer's union is the presence token's semantic mask."""
-    import copy
-
-    model = copy.deepcopy(tiny_model)
-    model.config = SamLiteConfig.from_dict({**tiny_model.config.to_dict(), "instance_inference": "semantic"})
-
-    def centre_semantic(module, args, out):  # the untrained head paints nothing: make half of the image positive
-        sem = out["pred_semantic"]
-        return {**out, "pred_semantic": sem - sem.flatten(1).median(1).values[:, None, None]}
-
-    model.heads.register_forward_hook(centre_semantic)
-    pred = SamLitePredictor(model)
-    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
-    pred.set_image(img)
-    r = pred.predict("dog", score_threshold=0.0)
-    with torch.no_grad():
-        out = model.decode(pred._embedding, model.encode_text(["dog"]))
-    expected = pred.processor.postprocess_masks(out["pred_semantic"][:1].float(), pred._meta)[0] > 0
-    union = r.masks.any(0) if len(r) else torch.zeros_like(expected)
-    assert union.sum() > 0 and (union & ~expected).sum() == 0  # nothing outside the semantic mask
-    assert (expected & ~union).float().mean() < 0.01  # and (up to dropped slivers) all of it
-    assert r.masks.sum(0).max() <= 1  # instances do not overlap
-    assert all(r.scores[:-1] >= r.scores[1:]) and (r.scores <= r.presence + 1e-6).all()
-    with pytest.raises(ValueError, match="instance_inference"):
-        SamLiteConfig(instance_inference="panoptic")
