@@ -101,7 +101,8 @@ def test_dataset_items_and_collate(tiny_coco):
                 x, y = g["points"][0].long().tolist()
                 assert t["masks"].shape[0] == 1 and t["masks"][0, y, x]
     batch = collate(items[:2])
-    geo, n = batch["geometry"], len(batch["prompts"])
+    geo, n = batch["prompt"].geometry(), len(batch["prompts"])
+    assert batch["prompt"].text == batch["prompts"]
     assert geo["points"].shape[0] == geo["point_labels"].shape[0] == n and geo["points"].shape[2] == 2
     assert geo["boxes"].shape == (n, 4) and geo["box_valid"].shape == (n,)
     assert geo["exemplars"].shape[0] == n and geo["exemplars"].shape[2] == 4 and geo["exemplars"].shape[1] >= 1
