@@ -7,6 +7,12 @@ absent, on images that carry any stuff annotation); elsewhere a stuff concept is
 Partial labels follow LVIS: ``labelled_category_ids`` (presence or absence known), ``neg_category_ids`` (verified
 absent: the only source of negatives) and ``not_exhaustive_category_ids`` (present, not every instance annotated:
 never a positive target). An image without these fields is labelled exhaustively, as in COCO.
+
+Box-level labels: an annotation without ``segmentation`` but with a valid ``bbox`` is a box-only instance (a
+detection dataset has only those). ``box_labelled_category_ids`` / ``box_neg_category_ids`` (coco_mini v3) say
+which categories are known at box level at least; absent fields: those of the mask level, plus, without LVIS
+fields, every category (COCO's exhaustive rule). The mask level never counts a category with box-only instances on
+an image: masks are supervised only where they exist; presence, negatives and boxes use the box level.
 """
 
 from __future__ import annotations
@@ -85,11 +91,13 @@ class CocoConcepts:
                 skipped["missing image file"] += 1
         image_ids = {im["id"] for im in images}
         sizes = {im["id"]: (im["height"], im["width"]) for im in images}
-        anns = []
+        anns, self.box_only = [], set()
         for a in data["annotations"]:
             if a.get("image_id") not in image_ids:
                 continue
-            if not self._valid_segmentation(a.get("segmentation"), sizes[a["image_id"]]):
+            if a.get("segmentation") in (None, [], {}) and self._valid_box(a.get("bbox"), sizes[a["image_id"]]):
+                self.box_only.add(a["id"])
+            elif not self._valid_segmentation(a.get("segmentation"), sizes[a["image_id"]]):
                 skipped["invalid annotation"] += 1
                 continue
             anns.append(a)
@@ -121,26 +129,39 @@ class CocoConcepts:
         self._index_labels(images)
 
     def _index_labels(self, images: list[dict]) -> None:
-        """Per image: labelled, negative and not-exhaustive category ids (LVIS fields, or COCO's exhaustive rule)."""
+        """Per image: labelled, negative and not-exhaustive category ids at mask level, and labelled and negative
+        ids at box level (LVIS fields, or COCO's exhaustive rule)."""
         things = {c for c in self.categories if self.is_thing[c]}
         stuff = set(self.categories) - things
         self.labelled: dict[int, set[int]] = {}
         self.negatives: dict[int, set[int]] = {}
         self.not_exhaustive: dict[int, set[int]] = {}
+        self.box_labelled: dict[int, set[int]] = {}
+        self.box_negatives: dict[int, set[int]] = {}
         for im in images:
             iid = im["id"]
             allowed = things | (stuff if self.stuff_labelled[iid] else set())  # stuff is never known elsewhere
             lvis = self.partial_labels
+            anns = self.coco.imgToAnns[iid]
+            annotated = {a["category_id"] for a in anns}
+            boxed = {a["category_id"] for a in anns if a["id"] in self.box_only}
             labelled = set(im["labelled_category_ids"]) if lvis and "labelled_category_ids" in im \
                 else set(self.categories)
-            self.labelled[iid] = labelled & allowed
+            box_labelled = set(im["box_labelled_category_ids"]) if lvis and "box_labelled_category_ids" in im \
+                else labelled
+            self.labelled[iid] = (labelled - boxed) & allowed  # masks are only known where they exist
             if lvis and "neg_category_ids" in im:
                 self.negatives[iid] = set(im["neg_category_ids"]) & self.labelled[iid]
             else:
-                annotated = {a["category_id"] for a in self.coco.imgToAnns[iid]}
                 self.negatives[iid] = self.labelled[iid] - annotated
             self.not_exhaustive[iid] = set(im.get("not_exhaustive_category_ids", []) if lvis else []) \
                 & self.labelled[iid]
+            self.box_labelled[iid] = (box_labelled & allowed) | self.labelled[iid]
+            if lvis and "box_neg_category_ids" in im:
+                self.box_negatives[iid] = (set(im["box_neg_category_ids"]) & self.box_labelled[iid]) | \
+                    self.negatives[iid]
+            else:
+                self.box_negatives[iid] = (self.box_labelled[iid] - annotated) | self.negatives[iid]
 
     def is_fully_labelled(self, image_id: int) -> bool:
         """Every thing category is labelled on this image (the COCO-style photos; stuff may or may not be)."""
@@ -148,6 +169,15 @@ class CocoConcepts:
 
     def labelled_concepts(self, image_id: int) -> set[str]:
         return {self.concepts[c] for c in self.labelled[image_id]}
+
+    @staticmethod
+    def _valid_box(box, hw) -> bool:
+        """A COCO bbox [x, y, w, h] with w, h > 0 that overlaps the image."""
+        if not (isinstance(box, (list, tuple)) and len(box) == 4
+                and all(isinstance(v, (int, float)) and np.isfinite(v) for v in box)):
+            return False
+        x, y, w, h = box
+        return w > 0 and h > 0 and x < hw[1] and y < hw[0] and x + w > 0 and y + h > 0
 
     @staticmethod
     def _valid_segmentation(seg, hw) -> bool:
@@ -193,7 +223,7 @@ class CocoConcepts:
         labelled = self.labelled[image_id]
         for a in self.image_annotations(image_id):
             cid = a["category_id"]
-            if cid not in labelled:
+            if cid not in labelled or a["id"] in self.box_only:
                 continue
             name = self.concepts[cid]
             if a.get("iscrowd", 0):
@@ -203,26 +233,39 @@ class CocoConcepts:
         ambiguous = (crowd - set(present)) | {self.concepts[c] for c in self.not_exhaustive[image_id]}
         return {n: ids for n, ids in present.items() if n not in ambiguous}, ambiguous
 
-    def negative_pool(self, image_id: int, exclude: set[str]) -> list[str]:
+    def negative_pool(self, image_id: int, exclude: set[str], level: str = "mask") -> list[str]:
         """Concepts safe to use as negatives on this image: verified absent (``neg_category_ids``, or for a COCO
-        dataset labelled and not annotated), stuff only where stuff is labelled."""
-        pool = sorted({self.concepts[c] for c in self.negatives[image_id]})
+        dataset labelled and not annotated), stuff only where stuff is labelled. ``level="box"``: also those
+        verified absent by the boxes (``box_neg_category_ids``); the evaluation protocol keeps the mask level."""
+        negatives = self.box_negatives[image_id] if level == "box" else self.negatives[image_id]
+        pool = sorted({self.concepts[c] for c in negatives})
         return [c for c in pool if c not in exclude]
 
     def dense_annotations(self, image_id: int) -> list[tuple[str, dict]]:
-        """(concept, annotation) for every annotation of a labelled category, crowd regions included: the pixels
-        the concept map is trained on."""
+        """(concept, annotation) for every mask annotation of a labelled category, crowd regions included: the
+        pixels the concept map is trained on."""
         labelled = self.labelled[image_id]
         return [(self.concepts[a["category_id"]], a) for a in self.image_annotations(image_id)
-                if a["category_id"] in labelled]
+                if a["category_id"] in labelled and a["id"] not in self.box_only]
+
+    def box_annotations(self, image_id: int) -> list[tuple[str, dict]]:
+        """(concept, annotation) for every box-only annotation of a box-labelled category that has no masks on this
+        image (non-crowd): instances known by their box alone."""
+        known = self.box_labelled[image_id] - self.labelled[image_id]
+        return [(self.concepts[a["category_id"]], a) for a in self.image_annotations(image_id)
+                if a["id"] in self.box_only and a["category_id"] in known and not a.get("iscrowd", 0)]
+
+    def box_labelled_concepts(self, image_id: int) -> set[str]:
+        """Concepts whose presence or absence is known on this image at box level at least."""
+        return {self.concepts[c] for c in self.box_labelled[image_id]}
 
     def sample_weight(self, image_id: int) -> float:
         """Training sampling weight: photos that label few categories (person-only) count less, so they do not
-        crowd out the fully labelled ones: 1 for a fully labelled photo, else min(1, labelled categories / 10), at
-        least 0.1."""
+        crowd out the fully labelled ones: 1 for a fully labelled photo, else min(1, categories labelled at box
+        level at least / 10), at least 0.1."""
         if self.is_fully_labelled(image_id):
             return 1.0
-        return min(1.0, max(0.1, len(self.labelled[image_id]) / 10))
+        return min(1.0, max(0.1, len(self.box_labelled[image_id]) / 10))
 
     def instance_masks(self, sample: EvalSample) -> torch.Tensor:
         """Ground-truth masks of a sample, bool [N, H, W] at the original image size."""

@@ -36,10 +36,14 @@ DENSE_STRIDE = 4  # the concept map's target resolution (its logits are upsample
 
 class ConceptSegmentationDataset(Dataset):
     """Item: dict(image uint8 [3,S,S], prompts list[str], targets list[dict(masks bool [n,S,S], boxes [n,4]
-    normalised cxcywh)], prompt_types list[str], geometry list[dict | None]). About ``negative_fraction`` of the
-    prompts are absent concepts; about ``geometric_fraction`` of them are geometric (a point, a box or an exemplar
-    box, see :mod:`.geometric`; their text is "" or, for some exemplars, the concept), the others have geometry
-    None."""
+    normalised cxcywh, has_mask bool [n])], prompt_types list[str], geometry list[dict | None]). About
+    ``negative_fraction`` of the prompts are absent concepts (verified absent, at box level at least); about
+    ``geometric_fraction`` of them are geometric (a point, a box or an exemplar box on an instance with a mask, see
+    :mod:`.geometric`; their text is "" or, for some exemplars, the concept), the others have geometry None.
+
+    A box-only instance (no mask annotated, see :meth:`CocoConcepts.box_annotations`) travels through the
+    augmentation as its filled box, so its target box stays exact; ``has_mask`` False tells the criterion to
+    supervise its mask by the box alone (BoxInst's projections), and the concept map ignores the pixels inside it."""
 
     def __init__(self, coco: CocoConcepts, image_ids: list[int], image_size: int, prompts_per_image: int = 4,
                  negative_fraction: float = 0.25, colour_fraction: float = 0.35, copy_paste_prob: float = 0.5,
@@ -74,39 +78,58 @@ class ConceptSegmentationDataset(Dataset):
     # --- loading --------------------------------------------------------------------------------------------
     def _load(self, image_id: int):
         """(image uint8 [3,H,W], masks bool [n+1,H,W] (the last one: all True, the valid image area after padding),
-        concept per mask, crowd flag per mask, ambiguous concepts: crowd-only or not exhaustively labelled)."""
+        concept per mask, crowd flag per mask, has-mask flag per mask (False: a box-only instance, drawn as its
+        box), ambiguous concepts: crowd-only or not exhaustively labelled)."""
         if image_id in self._cache:
             return self._cache[image_id]
         rgb = torch.from_numpy(self.coco.load_rgb(image_id).copy()).permute(2, 0, 1)
         _, ambiguous = self.coco.concepts_in_image(image_id)
         h0, w0 = rgb.shape[-2:]
         scale = min(1.0, self.max_side / max(h0, w0))
-        names, crowd, masks = [], [], []
+        names, crowd, masks, has_mask = [], [], [], []
         for name, ann in self.coco.dense_annotations(image_id):
             names.append(name)
             crowd.append(bool(ann.get("iscrowd", 0)))
             masks.append(torch.from_numpy(self.coco.ann_mask(ann)))
+            has_mask.append(True)
+        for name, ann in self.coco.box_annotations(image_id):
+            x, y, w, h = ann["bbox"]
+            rect = torch.zeros((h0, w0), dtype=torch.bool)
+            rect[max(0, round(y)):max(0, round(y + h)), max(0, round(x)):max(0, round(x + w))] = True
+            names.append(name)
+            crowd.append(False)
+            masks.append(rect)
+            has_mask.append(False)
         masks.append(torch.ones((h0, w0), dtype=torch.bool))
         m = torch.stack(masks)
         if scale < 1.0:  # nothing larger than the biggest jitter needs is kept
             size = (max(1, round(h0 * scale)), max(1, round(w0 * scale)))
             rgb = TF.resize(rgb, list(size), antialias=True)
             m = TF.resize(tv_tensors.Mask(m), list(size)).as_subclass(torch.Tensor).bool()
-        item = (rgb, m, names, crowd, ambiguous)
+        item = (rgb, m, names, crowd, has_mask, ambiguous)
         if self.cache_images:
             self._cache[image_id] = item
         return item
 
     def _augmented(self, image_id: int):
-        rgb, masks, names, crowd, ambiguous = self._load(image_id)
+        rgb, masks, names, crowd, has_mask, ambiguous = self._load(image_id)
         img, msk = self.geometric(tv_tensors.Image(rgb), tv_tensors.Mask(masks))
         msk = msk.as_subclass(torch.Tensor).bool()
-        return img.as_subclass(torch.Tensor), msk[:-1], msk[-1], list(names), list(crowd), set(ambiguous)
+        return (img.as_subclass(torch.Tensor), msk[:-1], msk[-1], list(names), list(crowd), list(has_mask),
+                set(ambiguous))
 
-    def dense_target(self, image_id: int, masks: Tensor, names: list[str], valid: Tensor,
-                     ambiguous: set[str]) -> tuple[Tensor, Tensor]:
+    def dense_target(self, image_id: int, masks: Tensor, names: list[str], valid: Tensor, ambiguous: set[str],
+                     has_mask: list[bool] | None = None) -> tuple[Tensor, Tensor]:
         """Labels [S/4, S/4] (vocabulary index, -1 unannotated, -2 ignored) and allowed [C+1] bool (what an
-        unannotated cell may be; background, the last entry, always)."""
+        unannotated cell may be; background, the last entry, always). Cells inside a box-only instance are ignored;
+        outside every box, a concept labelled at box level is known absent (not allowed)."""
+        if has_mask is not None and not all(has_mask):
+            boxes = [i for i, h in enumerate(has_mask) if not h]
+            keep = [i for i, h in enumerate(has_mask) if h]
+            inside = masks[boxes].any(0)
+            masks, names = masks[keep], [names[i] for i in keep]
+        else:
+            inside = None
         vocab = self.coco.vocabulary
         index = {n: i for i, n in enumerate(vocab)}
         h, w = masks.shape[-2] // DENSE_STRIDE, masks.shape[-1] // DENSE_STRIDE
@@ -123,8 +146,10 @@ class ConceptSegmentationDataset(Dataset):
             ids = torch.tensor([index[n] for n in concepts])[arg]
             labels = torch.where(best >= 0.5, ids, labels)
         labels[pool(valid[None])[0] < 0.5] = -2
+        if inside is not None:
+            labels[(pool(inside[None])[0] > 0) & (labels == -1)] = -2
         allowed = torch.ones(len(vocab) + 1, dtype=torch.bool)
-        known = self.coco.labelled_concepts(image_id) - ambiguous
+        known = (self.coco.labelled_concepts(image_id) | self.coco.box_labelled_concepts(image_id)) - ambiguous
         allowed[[index[n] for n in known if n in index]] = False
         return labels, allowed
 
@@ -135,13 +160,15 @@ class ConceptSegmentationDataset(Dataset):
         rng = random.Random(hash((self.seed, epoch, index)))
         torch.manual_seed(rng.getrandbits(31))
         image_id = self.image_ids[index]
-        img, masks, valid, names, crowd, ambiguous = self._augmented(image_id)
+        img, masks, valid, names, crowd, has_mask, ambiguous = self._augmented(image_id)
         things = set(self.coco.thing_concepts)
-        if self.augment and rng.random() < self.cp_prob and len(self.image_ids) > 1:
+        # (no paste over box-only instances: it would hide part of an object whose box then no longer fits it)
+        if self.augment and rng.random() < self.cp_prob and len(self.image_ids) > 1 and all(has_mask):
             img, masks, names, crowd = self._copy_paste(img, masks, names, crowd, rng, things)
+            has_mask = [True] * len(names)
         if self.photometric is not None:
             img = self.photometric(img)
-        dense_labels, dense_allowed = self.dense_target(image_id, masks, names, valid, ambiguous)
+        dense_labels, dense_allowed = self.dense_target(image_id, masks, names, valid, ambiguous, has_mask)
         # prompts: crowd regions are never instances; remnants too small to be a fair target are dropped
         area = masks.flatten(1).sum(1) if masks.numel() else torch.zeros(0)
         keep = (area >= MIN_AREA) & ~torch.tensor(crowd, dtype=torch.bool)
@@ -149,20 +176,25 @@ class ConceptSegmentationDataset(Dataset):
                       and not c}
         masks = masks[keep]
         names = [n for n, k in zip(names, keep.tolist()) if k]
+        has_mask = torch.tensor([h for h, k in zip(has_mask, keep.tolist()) if k], dtype=torch.bool)
         colours = instance_colours(hsv_image(img), masks) if len(names) else []
+        colours = [c if h else None for c, h in zip(colours, has_mask.tolist())]  # a box is no colour sample
         prompts, targets, kinds, geometry = self._prompts(image_id, masks, names, colours, ambiguous, rng, things,
-                                                          valid)
+                                                          valid, has_mask)
         return {"image": img, "prompts": prompts, "targets": targets, "prompt_types": kinds, "image_id": image_id,
                 "dense_labels": dense_labels, "dense_allowed": dense_allowed, "geometry": geometry}
 
-    def _prompts(self, image_id, masks, names, colours, ambiguous, rng, things, valid):
+    def _prompts(self, image_id, masks, names, colours, ambiguous, rng, things, valid, has_mask):
         by_concept: dict[str, list[int]] = {}
         for i, n in enumerate(names):
             by_concept.setdefault(n, []).append(i)
         # a pasted instance of a concept this photo does not label is no target: the photo may hold unlabelled ones
-        ambiguous = ambiguous | (set(by_concept) - self.coco.labelled_concepts(image_id))
+        ambiguous = ambiguous | (set(by_concept) - self.coco.box_labelled_concepts(image_id))
         positives = [n for n in by_concept if n not in ambiguous]
-        neg_pool = self.coco.negative_pool(image_id, set(by_concept) | ambiguous)
+        neg_pool = self.coco.negative_pool(image_id, set(by_concept) | ambiguous, level="box")
+        # visual prompts only on instances with a mask, exemplars only for concepts whose instances all have one
+        with_mask = has_mask.nonzero()[:, 0].tolist()
+        mask_positives = [n for n in positives if all(has_mask[i] for i in by_concept[n])]
         colourable = {n: [colours[i] for i in idx] for n, idx in by_concept.items()
                       if n in things and n not in NO_COLOUR and n not in ambiguous
                       and all(colours[i] is not None for i in idx)}
@@ -173,14 +205,17 @@ class ConceptSegmentationDataset(Dataset):
             boxes = masks_to_boxes(m).float() if len(idx) else torch.zeros((0, 4))
             boxes = box_convert(boxes, "xyxy", "cxcywh") / self.size
             prompts.append(prompt)
-            targets.append({"masks": m, "boxes": boxes})
+            targets.append({"masks": m, "boxes": boxes, "has_mask": has_mask[idx] if idx else has_mask[:0]})
             kinds.append(kind)
             geometry.append(geo)
 
         for _ in range(self.m):
             # (the draw only happens when asked for, so runs without geometric prompts see the same random stream)
             if self.geo_frac > 0 and len(names) and rng.random() < self.geo_frac:
-                add(*sample_geometric_prompt(masks, names, positives, valid, rng))
+                if with_mask:
+                    text, idx, kind, geo = sample_geometric_prompt(masks[with_mask], [names[i] for i in with_mask],
+                                                                   mask_positives, valid, rng)
+                    add(text, [with_mask[i] for i in idx], kind, geo)
                 continue
             r = rng.random()
             if (r < self.neg_frac or not positives) and (neg_pool or colourable):
@@ -199,15 +234,15 @@ class ConceptSegmentationDataset(Dataset):
                 else:
                     kind = "stuff" if name in self.coco.stuff_concepts and name not in things else "category"
                     add(name, by_concept[name], kind)
-        if not prompts:  # an image with nothing usable: still teach "absent"
-            add(rng.choice(self.coco.thing_concepts), [], "negative")
+        # (an image with nothing usable gives no prompt: a negative is only ever a verified-absent concept)
         return prompts, targets, kinds, geometry
 
     def _copy_paste(self, img, masks, names, crowd, rng, things):
         """Paste 1-3 thing instances from another training photo (Ghiasi et al., 2021)."""
         other = self.image_ids[rng.randrange(len(self.image_ids))]
-        o_img, o_masks, _, o_names, o_crowd, _ = self._augmented(other)
-        cand = [i for i, n in enumerate(o_names) if n in things and not o_crowd[i] and o_masks[i].sum() >= 4 * MIN_AREA]
+        o_img, o_masks, _, o_names, o_crowd, o_has_mask, _ = self._augmented(other)
+        cand = [i for i, n in enumerate(o_names) if n in things and not o_crowd[i] and o_has_mask[i]
+                and o_masks[i].sum() >= 4 * MIN_AREA]
         if not cand:
             return img, masks, names, crowd
         chosen = rng.sample(cand, min(len(cand), rng.randint(1, 3)))
