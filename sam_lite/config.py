@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,13 +190,16 @@ class InferenceConfig:
     score_threshold: an instance is kept when sigmoid(match) x presence reaches it; presence_threshold: presence
     probability above which the concept counts as "in the image" (presence accuracy, the demo's wording);
     mask_threshold: mask logit above which a pixel is in the mask; nms_iou: mask IoU above which a lower-scoring
-    instance is a duplicate.
+    instance is a duplicate; score_calibration: (a, b) of Platt scaling, the reported score is
+    sigmoid(a * logit(s) + b) for the raw s = sigmoid(match) x presence (None: the raw score;
+    :mod:`sam_lite.evaluation.calibration`).
     """
 
     score_threshold: float = 0.5
     presence_threshold: float = 0.5
     mask_threshold: float = 0.0
     nms_iou: float = 0.6
+    score_calibration: list[float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "presence_threshold", "nms_iou"):
@@ -204,6 +208,13 @@ class InferenceConfig:
                 raise ValueError(f"invalid InferenceConfig: {name} must be in [0, 1], got {v!r}")
         if isinstance(self.mask_threshold, bool) or not isinstance(self.mask_threshold, (int, float)):
             raise ValueError(f"invalid InferenceConfig: mask_threshold must be a number, got {self.mask_threshold!r}")
+        c = self.score_calibration
+        if c is not None:
+            if not (isinstance(c, (list, tuple)) and len(c) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in c)
+                    and c[0] > 0):
+                raise ValueError(f"invalid InferenceConfig: score_calibration must be [a, b] with a > 0, got {c!r}")
+            self.score_calibration = [float(v) for v in c]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,7 +2,8 @@
 
 One place for every rule, shared by the predictor, evaluation, export and the benchmark:
 
-* an instance's score is sigmoid(match) x presence (:func:`instance_scores`);
+* an instance's score is sigmoid(match) x presence (:func:`instance_scores`), Platt-scaled when the checkpoint was
+  calibrated (:func:`calibrate`);
 * text and exemplar prompts: every query scoring at least ``score_threshold``, empty masks dropped, duplicates
   suppressed by mask NMS (:meth:`PostProcess.instances`);
 * points and/or a box: the one object under them (:meth:`PostProcess.one_object`): queries whose mask agrees with
@@ -24,9 +25,17 @@ from .processing import ImageMeta, SamLiteProcessor
 
 
 def instance_scores(outputs: dict) -> tuple[Tensor, Tensor]:
-    """outputs of P prompt rows -> scores [P, K] = sigmoid(match) x presence, presence probabilities [P]."""
+    """outputs of P prompt rows -> raw scores [P, K] = sigmoid(match) x presence, presence probabilities [P]."""
     presence = outputs["presence_logits"].float().sigmoid()
     return outputs["pred_logits"].float().sigmoid() * presence[:, None], presence
+
+
+def calibrate(scores: Tensor, calibration: list[float] | None) -> Tensor:
+    """Platt scaling of raw scores: sigmoid(a * logit(s) + b) for ``calibration`` (a, b); None: unchanged."""
+    if calibration is None:
+        return scores
+    a, b = calibration
+    return torch.sigmoid(a * torch.logit(scores.clamp(1e-6, 1 - 1e-6)) + b)
 
 
 def mask_iou(a: Tensor, b: Tensor) -> Tensor:

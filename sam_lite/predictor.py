@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .config import InferenceConfig
 from .modeling import SamLiteModel
-from .postprocessing import PostProcess, instance_scores
+from .postprocessing import PostProcess, calibrate, instance_scores
 from .processing import ORIGINAL_SIZE_KEY, ImageMeta, SamLiteProcessor, load_image
 from .structures import Attentions, ImageEmbedding, Prompt
 from .visual_prompts import check_visual_prompt, describe, to_model_pixels, token_labels
@@ -27,7 +27,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "s
 class PredictionResult:
     prompt: str
     masks: Tensor  # bool [N, H, W] at the original image size, best first
-    scores: Tensor  # float [N], descending: sigmoid(match) x presence
+    scores: Tensor  # float [N], descending: sigmoid(match) x presence (Platt-scaled if the checkpoint is calibrated)
     boxes: Tensor  # float [N, 4] xyxy pixels
     presence: float  # probability that the concept is in the image
     # predict(return_attention=True): the weights of every layer for this prompt (heads kept, prompt tokens named)
@@ -167,12 +167,13 @@ class SamLitePredictor:
         else:
             batch = Prompt(prompts)
         out = self.predict_torch(batch, output_attentions=return_attention)
-        scores, presence = instance_scores(out)
+        raw, presence = instance_scores(out)
+        scores = calibrate(raw, policy.config.score_calibration)  # what a score means: P(right), when calibrated
         one_object = visual is not None and "exemplars" not in visual
         results = []
         for i, p in enumerate(prompts):
             if one_object:  # the object under the points / in the box, and SAM's alternatives
-                order, masks = policy.one_object(out, i, scores[i], row, self._meta, multimask_output)
+                order, masks = policy.one_object(out, i, raw[i], row, self._meta, multimask_output)
             else:  # instances = the queries that score above the threshold, duplicates suppressed
                 order, masks = policy.instances(out, i, scores[i], self._meta, max_instances=max_instances)
             attention = None
