@@ -140,6 +140,8 @@ def test_via_fixed_category_and_link(tmp_path):
     (lambda root: (root / "b.png").unlink(), "photo not found"),
     (lambda root: write_via(root, {"0": {"shape_attributes": {"name": "polygon", "all_points_x": [1, 9],
                                                               "all_points_y": [1, 9]}}}), "2 point(s)"),
+    (lambda root: write_via(root, {"0": {"shape_attributes": {"name": "polygon", "all_points_x": [1, 9, "9"],
+                                                              "all_points_y": [1, 1, 9]}}}), "x is missing or not a"),
     (lambda root: write_via(root, {"0": {"shape_attributes": {"name": "point", "cx": 1, "cy": 1}}}), "no area"),
     (lambda root: write_via(root, {"0": via_region(5, 5, 25, 20)}), "'kind' is missing"),
     (lambda root: write_via(root, {"0": via_region(200, 200, 220, 220, "cat")}), "covers no pixel"),
@@ -231,8 +233,10 @@ def test_labelme_groups_rectangles_circles_masks_and_embedded_photo(tmp_path, ca
     assert (tmp_path / "ds" / "images" / "two.png").is_file() and not (src / "two.png").exists()
 
 
-def test_labelme_class_list_and_exif(tmp_path):
+def test_labelme_class_list_exif_and_foreign_image_path(tmp_path):
     src = write_labelme(tmp_path / "lm")
+    data = json.loads((src / "one.json").read_text())
+    (src / "one.json").write_text(json.dumps({**data, "imagePath": "C:\\Users\\me\\photos\\one.jpg"}))
     photo(src / "one.jpg", [(4, 4, 20, 16)], size=(W, H), exif_orientation=6)  # stored 48 wide, shown 64 wide
     (tmp_path / "labels.txt").write_text("__ignore__\n_background_\nperson\nball\ntree\n")
     summary = convert_labelme(src, tmp_path / "ds", classes=tmp_path / "labels.txt")
@@ -253,6 +257,8 @@ def test_labelme_class_list_and_exif(tmp_path):
     (lambda root: labelme_file(root, "one.json", [shape("", [[1, 1], [9, 1], [9, 9]])], "one.jpg"), "one.json",
      "label is missing"),
     (lambda root: labelme_file(root, "one.json", [], "one.jpg", size=(10, 10)), "one.json", "photo is 64x48"),
+    (lambda root: labelme_file(root, "two.json", [], "gone.png", embed=b"not a picture"), "two.json",
+     "imageData: cannot read the photo"),
 ])
 def test_labelme_malformed(tmp_path, capsys, mutate, file, message):
     src = write_labelme(tmp_path / "lm")
@@ -362,7 +368,7 @@ def test_balloon_val(tmp_path, capsys):
     rc, out, err = run_cli(["via", str(BALLOON / "val"), "--category", "balloon", "--out", str(tmp_path / "ds")],
                            capsys)
     assert rc == 0, err
-    assert "13 photos, 50 annotations, 1 categories (balloon 50)" in out
+    assert "13 photos, 50 annotations, 1 category (balloon 50)" in out
     coco = CocoConcepts(tmp_path / "ds")
     assert len(coco.image_ids) == 13 and len(coco.coco.anns) == 50 and coco.vocabulary == ["balloon"]
     assert not any(coco.skipped.values())

@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     per = ", ".join(f"{n} {k}" for n, k in list(summary["per_category"].items())[:8])
     per += ", ..." if summary["categories"] > 8 else ""
     note = f"; {summary['reencoded']} photo(s) re-encoded upright (EXIF rotation)" if summary["reencoded"] else ""
-    print(f"wrote {summary['out']}: {summary['photos']} photos, {summary['annotations']} annotations, "
-          f"{summary['categories']} categories ({per}){note}")
+    counts = ", ".join(f"{summary[k]} {k if summary[k] != 1 else k[:-1]}" for k in ("photos", "annotations"))
+    n = summary["categories"]
+    print(f"wrote {summary['out']}: {counts}, {n} {'category' if n == 1 else 'categories'} ({per}){note}")
     return 0
 
 

@@ -76,6 +76,8 @@ def _photo(data: dict, path: Path):
     name = Path(image_path.replace("\\", "/")).name
     if photo.is_file():
         return photo, name
+    if (path.parent / name).is_file():  # e.g. a path from another machine: the photo next to the json
+        return path.parent / name, name
     if data.get("imageData"):
         return _decode_b64(data["imageData"], path, "imageData", "imageData"), name
     raise ConvertError(path, "imagePath", f"photo not found: {photo} (and no imageData)")
@@ -104,7 +106,8 @@ def convert_labelme(src: str | Path, out: str | Path, classes: str | Path | None
             if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
                 raise ConvertError(path, None, "not a labelme file (no shapes list)")
             photo, name = _photo(data, path)
-            image = writer.add_image(photo, name, path, "imagePath", frame="oriented")
+            where = "imageData" if isinstance(photo, bytes) else "imagePath"
+            image = writer.add_image(photo, name, path, where, frame="oriented")
             h, w = image["height"], image["width"]
             declared = (data.get("imageHeight"), data.get("imageWidth"))
             if declared != (None, None) and declared != (h, w):

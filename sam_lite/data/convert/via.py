@@ -41,7 +41,10 @@ def _entries(data, path: Path) -> dict:
 
 
 def _number(shape: dict, key: str, path, entry: str, positive: bool = False) -> float:
-    v = shape.get(key)
+    return _check_number(shape.get(key), key, path, entry, positive)
+
+
+def _check_number(v, key: str, path, entry: str, positive: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
         raise ConvertError(path, entry, f"{key} is missing or not a number ({v!r})")
     if positive and v <= 0:
@@ -60,10 +63,9 @@ def shape_polygon(shape, path, entry: str) -> list[float]:
             raise ConvertError(path, entry, "polygon without all_points_x / all_points_y lists")
         if len(xs) != len(ys):
             raise ConvertError(path, entry, f"polygon has {len(xs)} x but {len(ys)} y coordinates")
-        pts = [_number({"x": x}, "x", path, entry) for x in xs], [_number({"y": y}, "y", path, entry) for y in ys]
         if len(xs) < 3:
             raise ConvertError(path, entry, f"polygon with {len(xs)} point(s), at least 3 needed")
-        return [v + 0.5 for xy in zip(*pts) for v in xy]
+        return [_check_number(v, axis, path, entry) + 0.5 for xy in zip(xs, ys) for v, axis in zip(xy, "xy")]
     if name == "rect":
         x, y = _number(shape, "x", path, entry), _number(shape, "y", path, entry)
         w, h = _number(shape, "width", path, entry, True), _number(shape, "height", path, entry, True)
