@@ -126,6 +126,7 @@ def test_via_masks_where_drawn(tmp_path, capsys):
     assert isinstance(ann["segmentation"]["counts"], str) and ann["iscrowd"] == 0
     assert ann["bbox"] == pytest.approx([5, 5, 20, 15], abs=1.01) and ann["area"] == a["cat"][0].sum()
     assert (tmp_path / "ds" / "images" / "a.jpg").read_bytes() == (src / "a.jpg").read_bytes()
+    assert (tmp_path / "ds").stat().st_mode & 0o777 == (tmp_path / "src").stat().st_mode & 0o777  # not 0700
 
 
 def test_via_fixed_category_and_link(tmp_path):

@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,9 @@ class CocoWriter:
     def __enter__(self) -> "CocoWriter":
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the dataset private
         (self.tmp / "images").mkdir()
         return self
 
@@ -152,7 +156,7 @@ class CocoWriter:
         if name in self._names:
             raise ConvertError(file, entry, f"a second photo named {name!r} (output file names must be unique)")
         im = open_photo(src, file, entry)
-        orientation = im.getexif().get(ORIENTATION, 1) if hasattr(im, "getexif") else 1
+        orientation = im.getexif().get(ORIENTATION, 1)
         dest = self.tmp / "images" / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         if orientation in (None, 1):
@@ -164,8 +168,10 @@ class CocoWriter:
         else:
             pixels = ImageOps.exif_transpose(im) if frame == "oriented" else im.copy()
             pixels.info.pop("exif", None)
-            fmt = im.format or "PNG"
+            fmt = {"MPO": "JPEG"}.get(im.format, im.format) or "PNG"  # MPO: a camera JPEG with a preview
             kwargs = {"quality": 95} if fmt == "JPEG" else {}
+            if im.info.get("icc_profile"):
+                kwargs["icc_profile"] = im.info["icc_profile"]
             pixels.save(dest, format=fmt, **kwargs)
             width, height = pixels.size
             self.reencoded += 1
@@ -209,14 +215,22 @@ class CocoWriter:
                                for n, i in ids.items()]}
         (self.tmp / "annotations.json").write_text(json.dumps(data))
         old = None
-        if self.out.exists():  # checked in __init__; replaced only now that the new one is complete
+        if self.out.exists():  # checked in __init__ too; replaced only now that the new one is complete
+            if not self.overwrite:
+                raise ConvertError(self.out, None, "appeared while converting (pass --overwrite to replace it)")
             self._check_replaceable()
             old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
             os.rename(self.out, old / "dataset")
-        os.rename(self.tmp, self.out)
+        try:
+            os.rename(self.tmp, self.out)
+        except OSError:
+            if old is not None:  # put the previous dataset back
+                os.rename(old / "dataset", self.out)
+                old.rmdir()
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        counts = {n: sum(a["category"] == n for a in self.annotations) for n in categories}
+        counts = dict.fromkeys(categories, 0) | Counter(a["category"] for a in self.annotations)
         return {"out": str(self.out), "photos": len(self.images), "annotations": len(self.annotations),
                 "categories": len(categories), "per_category": counts, "reencoded": self.reencoded}
 
