@@ -329,11 +329,21 @@ def test_index_png_one_region_per_class_is_stuff(tmp_path):
     assert set(coco.negative_pool(p2, set())) == {"cat", "dog", "bird"}
 
 
-def test_index_png_background_none_min_area(tmp_path):
+def test_index_png_background_none_min_area(tmp_path, capsys):
     root = write_index_png(tmp_path / "src")
-    summary = convert_index_png(root / "images", root / "masks", root / "classes.txt", tmp_path / "ds",
-                                background=None, min_area=120)
-    assert summary["per_category"] == {"background": 2, "cat": 0, "dog": 1, "bird": 0}
+    rc, out, err = run_cli(index_args(root, tmp_path / "ds", "--background", "none", "--min-area", "120"), capsys)
+    assert rc == 0, err
+    assert "(background 2, cat 0, dog 1, bird 0)" in out  # the 100 px cats are under --min-area
+
+
+def test_via2_project_file_and_via3_refused(tmp_path):
+    src = write_via(tmp_path / "src")
+    entries = json.loads((src / "via_region_data.json").read_text())
+    (src / "project.json").write_text(json.dumps({"_via_settings": {}, "_via_img_metadata": entries}))
+    assert convert_via(src / "project.json", tmp_path / "ds", category_attribute="kind")["annotations"] == 3
+    (src / "v3.json").write_text(json.dumps({"project": {}, "config": {}, "file": {}, "metadata": {}, "view": {}}))
+    with pytest.raises(ConvertError, match="v3.json: a VIA 3 project"):
+        convert_via(src / "v3.json", tmp_path / "ds3", category="x")
 
 
 def _rgb_mask(root):
