@@ -3,9 +3,9 @@
     sam-lite predict IMAGE "red car" [-o overlay.png] [--json] [--threshold 0.5] [--checkpoint DIR]
     sam-lite predict IMAGE [PROMPT] --point X,Y[,LABEL] ... | --box X0,Y0,X1,Y1 | --exemplar X0,Y0,X1,Y1 ...
     sam-lite demo [--host 127.0.0.1] [--port 7860] [--checkpoint DIR]
-    sam-lite train ... | eval ... | export ... | benchmark ...
+    sam-lite train ... | eval ... | export ... | benchmark ... | convert ...
 
-``train``, ``eval``, ``export`` and ``benchmark`` hand all their arguments to their own scripts (so
+``train``, ``eval``, ``export``, ``benchmark`` and ``convert`` hand all their arguments to their own scripts (so
 ``sam-lite train --help`` shows the training script's help); those are imported only when asked for.
 """
 
@@ -28,6 +28,8 @@ DELEGATES: dict[str, tuple[str, str, str]] = {
     "train": ("sam_lite.training.train", "main", "train a model (arguments go to sam_lite.training.train)"),
     "eval": ("sam_lite.evaluation.evaluate", "main", "evaluate a checkpoint (arguments go to sam_lite.evaluation.evaluate)"),
     "export": ("sam_lite.export", "main", "export a checkpoint (arguments go to sam_lite.export)"),
+    "convert": ("sam_lite.data.convert", "main", "turn VIA, labelme or index-PNG annotations into a COCO dataset "
+                                                "(arguments go to sam_lite.data.convert)"),
     "benchmark": (str(REPO_ROOT / "scripts" / "benchmark.py"), "main", "time the model (runs scripts/benchmark.py)"),
 }
 
