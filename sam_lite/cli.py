@@ -27,6 +27,8 @@ EXIT_USAGE = 2
 DELEGATES: dict[str, tuple[str, str, str]] = {
     "train": ("sam_lite.training.train", "main", "train a model (arguments go to sam_lite.training.train)"),
     "eval": ("sam_lite.evaluation.evaluate", "main", "evaluate a checkpoint (arguments go to sam_lite.evaluation.evaluate)"),
+    "eval-boxes": ("sam_lite.evaluation.boxes", "main", "the box protocol on every validation photo (arguments go to "
+                                                        "sam_lite.evaluation.boxes)"),
     "export": ("sam_lite.export", "main", "export a checkpoint (arguments go to sam_lite.export)"),
     "convert": ("sam_lite.data.convert", "main", "turn VIA, labelme or index-PNG annotations into a COCO dataset "
                                                 "(arguments go to sam_lite.data.convert)"),
