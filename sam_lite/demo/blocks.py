@@ -111,7 +111,7 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
                     else:
                         visual_inputs = []
                         gr.Markdown(TEXT_ONLY_NOTE, elem_id="text-only-note")
-                    threshold = gr.Slider(0.0, 1.0, value=float(getattr(config, "score_threshold", 0.5)), step=0.01,
+                    threshold = gr.Slider(0.0, 1.0, value=service.predictor.inference_config.score_threshold, step=0.01,
                                           label="Score threshold", elem_id="threshold",
                                           info="keep instances whose score (match x presence) is at least this")
                     run = gr.Button("Segment", variant="primary")
