@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # The 133 COCO panoptic concepts (80 things, 53 stuff) as prompts, in category-id order: the concept map's vocabulary
 # when a config asks for the map without naming one (training replaces it with the dataset's own categories).
@@ -28,8 +28,66 @@ COCO_PANOPTIC_CONCEPTS: tuple[str, ...] = (
 )
 
 
+class PretrainedConfig:
+    """Serialisation shared by the configs of every model family: ``config.json`` is the dataclass's fields plus
+    ``"model_type"``; unknown fields and another family's config are clear errors naming the file."""
+
+    model_type: ClassVar[str]
+    ignored_fields: ClassVar[tuple[str, ...]] = ("model_type", "sam_lite_version")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def check_legacy(cls, d: dict[str, Any]) -> None:
+        """Raise ``ValueError`` for fields of older versions that cannot be honoured (default: none)."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        if not isinstance(d, dict):
+            raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
+        model_type = d.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(f"config has model_type {model_type!r}, expected {cls.model_type!r}")
+        cls.check_legacy(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known - set(cls.ignored_fields))
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError as e:  # pragma: no cover - defensive
+            raise ValueError(f"invalid config: {e}") from e
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"model_type": self.model_type, **self.to_dict()}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        try:
+            return cls.from_dict(d)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: {e}") from e
+
+
+# Options measured and rejected (figures in docs/experiments.md), removed from the code: an old config.json may still
+# name them at the value they always had.
+REMOVED_OPTIONS: dict[str, Any] = {"fusion_self_attention": False, "fused_pixel_embedding": False,
+                                   "mask_rescoring": False, "concept_rescoring": False, "instance_inference": "queries",
+                                   "prior_image_size": 0}
+INFERENCE_FIELDS = ("score_threshold", "presence_threshold")  # in config.json before inference_config.json existed
+REMOVED_OPTIONS_NAMES = (*REMOVED_OPTIONS, *INFERENCE_FIELDS)
+
+
 @dataclass
-class SamLiteConfig:
+class SamLiteConfig(PretrainedConfig):
     """Configuration of :class:`sam_lite.SamLiteModel`.
 
     Image side: ``image_size`` px, EfficientNet-Lite0 gives stride-16 tokens (``image_size // 16`` per side) and a
@@ -75,6 +133,9 @@ class SamLiteConfig:
     # with geometric_prompts: the visual prompt also drawn as dense maps (clicks, box, exemplars, "like this"
     # similarity on the concept map) added to the image tokens and pixel embedding (modeling/geometry_prior.py)
     geometry_prior: bool = False
+
+    model_type: ClassVar[str] = "sam_lite"
+    ignored_fields: ClassVar[tuple[str, ...]] = ("model_type", "sam_lite_version", *REMOVED_OPTIONS_NAMES)
 
     def __post_init__(self) -> None:
         self.concept_names = list(self.concept_names) if isinstance(self.concept_names, (list, tuple)) \
@@ -130,54 +191,17 @@ class SamLiteConfig:
             raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SamLiteConfig":
-        """Build from a config.json object. Options that were measured and removed (docs/experiments.md) are
-        accepted at the value they always had; inference fields (thresholds) belong to :class:`InferenceConfig`
-        and are ignored here (``InferenceConfig.from_model_config`` reads them from an old config.json)."""
-        if not isinstance(d, dict):
-            raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
+    def check_legacy(cls, d: dict[str, Any]) -> None:
+        """Options that were measured and removed (docs/experiments.md) are accepted at the value they always had;
+        inference fields (thresholds) belong to :class:`InferenceConfig` (``InferenceConfig.load`` reads them from an
+        old config.json)."""
         for name, default in REMOVED_OPTIONS.items():
             if name in d and d[name] != default:
                 raise ValueError(f"config option {name}={d[name]!r} was measured, rejected and removed (see "
                                  f"docs/experiments.md); only its old default {default!r} is accepted")
-        known = {f.name for f in dataclasses.fields(cls)}
-        ignored = {"model_type", "sam_lite_version", *REMOVED_OPTIONS, *INFERENCE_FIELDS}
-        unknown = sorted(set(d) - known - ignored)
-        if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
-        try:
-            return cls(**{k: v for k, v in d.items() if k in known})
-        except TypeError as e:  # pragma: no cover - defensive
-            raise ValueError(f"invalid config: {e}") from e
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"model_type": "sam_lite", **self.to_dict()}, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SamLiteConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-        try:
-            return cls.from_dict(d)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from e
 
 
-# Options measured and rejected (figures in docs/experiments.md), removed from the code: an old config.json may still
-# name them at the value they always had.
-REMOVED_OPTIONS: dict[str, Any] = {"fusion_self_attention": False, "fused_pixel_embedding": False,
-                                   "mask_rescoring": False, "concept_rescoring": False, "instance_inference": "queries",
-                                   "prior_image_size": 0}
-INFERENCE_FIELDS = ("score_threshold", "presence_threshold")
 INFERENCE_CONFIG_NAME = "inference_config.json"
 
 

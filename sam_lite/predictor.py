@@ -65,7 +65,9 @@ class SamLitePredictor:
         result = predictor.predict("red car")
     """
 
-    def __init__(self, model: SamLiteModel, processor: SamLiteProcessor | None = None,
+    model_class = SamLiteModel
+
+    def __init__(self, model, processor: SamLiteProcessor | None = None,
                  inference_config: InferenceConfig | None = None) -> None:
         self.model = model.eval()
         self.processor = processor or SamLiteProcessor.from_config(model.config)
@@ -76,7 +78,7 @@ class SamLitePredictor:
     def from_pretrained(cls, directory: str | Path | None = None) -> "SamLitePredictor":
         """No argument: the checkpoint shipped in ``checkpoints/``. Thresholds from its ``inference_config.json``."""
         directory = Path(directory or DEFAULT_CHECKPOINT)
-        model = SamLiteModel.from_pretrained(directory)
+        model = cls.model_class.from_pretrained(directory)
         return cls(model, inference_config=InferenceConfig.load(directory))
 
     def reset_image(self) -> None:

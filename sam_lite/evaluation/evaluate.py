@@ -175,8 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--half", choices=["first", "second"], default=None,
                     help="only the first or second half of the split's images: alternate photos in id order "
                          "(calibrate on one, report the other)")
-    ap.add_argument("--baseline", action="store_true",
-                    help="the checkpoint is a CLIPSeg-style baseline (also detected from its config.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation prompts (negatives)")
     ap.add_argument("--no-ap", action="store_true", help="skip COCO mask AP (faster)")
     ap.add_argument("--ap-min-score", type=float, default=0.05,
@@ -184,16 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
-
-
-def load_predictor(checkpoint: str | Path, baseline: bool = False):
-    from ..modeling.clipseg_baseline import BaselinePredictor, is_baseline_checkpoint
-
-    if baseline or is_baseline_checkpoint(checkpoint):
-        return BaselinePredictor.from_pretrained(checkpoint)
-    from ..predictor import SamLitePredictor
-
-    return SamLitePredictor.from_pretrained(checkpoint)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,10 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from ..data import CocoConcepts
+    from ..registry import load_predictor
 
     try:
         coco = CocoConcepts(args.data)
-        predictor = load_predictor(args.checkpoint, args.baseline)
+        predictor = load_predictor(args.checkpoint)  # the checkpoint's model type says which predictor
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -240,8 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = evaluate(predictor, coco, samples, score_threshold=args.threshold, calibrate=args.calibrate,
                       presence_threshold=args.presence_threshold,
                       ap_min_score=args.ap_min_score, compute_ap=not args.no_ap, progress=not args.quiet)
-    result.update({"checkpoint": str(args.checkpoint), "model_type": "clipseg_baseline"
-                   if type(predictor).__name__ == "BaselinePredictor" else "sam_lite",
+    result.update({"checkpoint": str(args.checkpoint), "model_type": predictor.model.model_type,
                    "data": str(args.data), "split": args.split, "subset": args.subset, "max_images": args.max_images,
                    "half": args.half, "seed": args.seed,
                    "wall_s": time.perf_counter() - t0})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
 
@@ -13,12 +11,11 @@ from .concept_map import concept_name_embeddings
 from .decoder import FusionLayer, QueryDecoder
 from .heads import PredictionHeads
 from .image_encoder import ImageEncoder
+from .pretrained import PreTrainedModel
 from .priors import ConceptMapPrior, GeometryPrior, ImageNetPrior
 from .prompt_encoder import GeometricPromptEncoder
 from .text_encoder import TextEncoder
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 # state-dict prefixes of checkpoints written before the priors had one interface -> today's names
 LEGACY_PREFIXES = {"prior_token_proj.": "priors.imagenet.token_proj.",
                    "prior_pixel_proj.": "priors.imagenet.pixel_proj.",
@@ -42,7 +39,7 @@ def rename_legacy_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-class SamLiteModel(nn.Module):
+class SamLiteModel(PreTrainedModel):
     """Promptable instance segmentation: text, and (with ``geometric_prompts``) SAM-style points, boxes, exemplars.
 
     ``forward(pixel_values [B,3,S,S] (scaled by :meth:`preprocess`), prompt: Prompt of P rows, image_index [P])``
@@ -52,13 +49,13 @@ class SamLiteModel(nn.Module):
     [B,C+1,S/8,S/8] (concept map), and with ``output_attentions=True`` ``attentions``: :class:`Attentions`.
     """
 
+    config_class, model_type = SamLiteConfig, "sam_lite"
+
     def __init__(self, config: SamLiteConfig | None = None, load_pretrained: bool = True) -> None:
         super().__init__()
         self.config = config = config or SamLiteConfig()
         d = config.d_model
-        # Lite models take inputs scaled to [-1, 1] (SAM keeps its pixel mean / std as buffers too)
-        self.register_buffer("pixel_mean", torch.full((3, 1, 1), 127.0), persistent=False)
-        self.register_buffer("pixel_std", torch.full((3, 1, 1), 128.0), persistent=False)
+        self.register_pixel_statistics()  # SAM keeps its pixel mean / std as buffers too
         self.image_encoder = ImageEncoder(config)
         self.text_encoder = TextEncoder(config)
         self.text_proj = nn.Sequential(nn.Linear(config.text_dim, d), nn.LayerNorm(d))
@@ -84,13 +81,6 @@ class SamLiteModel(nn.Module):
         self.image_encoder.freeze_backbone()
 
     # ---------------------------------------------------------------------------------------------------------
-    def preprocess(self, images: Tensor) -> Tensor:
-        """images [B,3,h,w] float 0-255 (longest side <= S, as the processor resizes) -> [B,3,S,S] normalised,
-        padded bottom/right with zeros (SAM's scheme)."""
-        x = (images.float() - self.pixel_mean) / self.pixel_std
-        s = self.config.image_size
-        return torch.nn.functional.pad(x, (0, s - x.shape[-1], 0, s - x.shape[-2]))
-
     def encode_image(self, pixel_values: Tensor, output_attentions: bool = False) -> ImageEmbedding:
         """pixel_values [B,3,S,S] (see :meth:`preprocess`) -> the prompt-independent :class:`ImageEmbedding`."""
         return self.image_encoder(pixel_values, output_attentions=output_attentions)
@@ -206,65 +196,8 @@ class SamLiteModel(nn.Module):
             prefixes.append("text_encoder.bert.")
         return prefixes
 
-    def trainable_state_dict(self) -> dict[str, Tensor]:
-        skip = tuple(self.packaged_prefixes())
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
-
-    def save_pretrained(self, save_directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (packaged backbone weights left out), atomically."""
-        from safetensors.torch import save_file
-
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
-              for k, v in self.trainable_state_dict().items()}
-        tmp_w, tmp_c = out / (WEIGHTS_NAME + ".tmp"), out / (CONFIG_NAME + ".tmp")
-        save_file(sd, str(tmp_w), metadata={"format": "pt", "model_type": "sam_lite"})
-        self.config.save(tmp_c)
-        tmp_w.replace(out / WEIGHTS_NAME)
-        tmp_c.replace(out / CONFIG_NAME)
-        return out
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "SamLiteModel":
-        """Load a directory written by :meth:`save_pretrained`. Errors name the file and what is wrong."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"checkpoint directory not found: {directory}")
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        if not w_path.is_file():
-            pickles = sorted(p.name for p in directory.glob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"})
-            hint = f" (found {pickles}: pickle files are never loaded, only safetensors)" if pickles else ""
-            raise FileNotFoundError(f"weights file not found: {w_path}{hint}")
-        config = SamLiteConfig.load(cfg_path)
-        try:
-            state = load_file(str(w_path), device=map_location)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{w_path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
-        model = cls(config)
-        model.load_trainable_weights(state, f"{w_path} does not match {cfg_path}")
-        return model.eval()
-
-    def load_trainable_weights(self, state: dict[str, Tensor], source: str, allow_missing: bool = False) -> list[str]:
-        """Load a :meth:`save_pretrained` tensor dict into the trainable tensors (cast to their dtype). ValueError
-        starting with ``source`` when a tensor is unexpected, has another shape or (unless ``allow_missing``: a
-        fine-tune adding modules) is missing. Returns the names of the missing tensors."""
-        state = rename_legacy_keys(state)
-        expected = self.trainable_state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if unexpected or (missing and not allow_missing):
-            raise ValueError(f"{source}: {len(missing)} missing tensors {missing[:5]}, "
-                             f"{len(unexpected)} unexpected tensors {unexpected[:5]}")
-        for k, v in state.items():
-            if v.shape != expected[k].shape:
-                raise ValueError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the config needs "
-                                 f"{tuple(expected[k].shape)}")
-        self.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
-        return missing
+    def rename_keys(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return rename_legacy_keys(state)
 
     def num_parameters(self) -> dict[str, int]:
         """Parameters per module (trainable and frozen)."""

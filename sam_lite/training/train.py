@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -25,14 +24,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import SamLiteConfig
 from ..data import CocoConcepts, ConceptSegmentationDataset, collate
-from ..modeling import SamLiteModel
-from ..structures import Prompt
-from .criterion import SetCriterion
-from .matcher import resize_masks
-
-STATE_NAME = "training_state.pt"
+from ..registry import MODEL_FAMILIES, model_family
+from .checkpointing import find_resume_dir, init_from_checkpoint, load_resume_state, save_checkpoint, trim_log
+from .loop import plot_log, train_step
+from .sampling import EpochBatchSampler, lr_factor
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the geometric prompt encoder, start fresh); the schedule starts at step 0")
     p.add_argument("--freeze", nargs="+", default=(), metavar="PREFIX",
                    help="parameter-name prefixes kept fixed, e.g. image_encoder. (fine-tune the decoder only)")
-    p.add_argument("--model", default="sam_lite", choices=["sam_lite", "clipseg_baseline"])
+    p.add_argument("--model", default="sam_lite", choices=sorted(MODEL_FAMILIES), help="model type (registry)")
     p.add_argument("--minutes", type=float, default=None, help="training time budget (sets the step count)")
     p.add_argument("--epochs", type=float, default=None, help="passes over the training images")
     p.add_argument("--steps", type=int, default=None, help="exact number of optimiser steps")
@@ -95,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--geometric-fraction must be in [0, 1], got {args.geometric_fraction}")
     if args.geometric_fraction > 0 and args.model != "sam_lite":
         p.error("--geometric-fraction needs --model sam_lite")
+    if args.warmup_steps < 1 or args.save_every < 1:
+        p.error("--warmup-steps and --save-every must be >= 1")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:
         p.error(f"--scale-range needs 0 < MIN <= MAX, got {args.scale_range}")
     if args.init_from is not None:
@@ -108,124 +106,29 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
-    if args.model == "clipseg_baseline":
-        from ..modeling.clipseg_baseline import ClipSegBaseline, ClipSegBaselineConfig
-
-        cfg = ClipSegBaselineConfig(**({} if args.config in ("base", "default") else
-                                       json.loads(Path(args.config).read_text())))
-        return ClipSegBaseline(cfg)
-    cfg = (SamLiteConfig.load(args.config) if args.config.endswith(".json") else SamLiteConfig.from_preset(args.config))
-    if cfg.concept_map and vocabulary:  # the concept map's softmax runs over the dataset's own concepts
-        cfg.concept_names = list(vocabulary)
+    """The model of ``args.model`` from ``args.config`` (a preset name or a config.json path). sam-lite: the concept
+    map's softmax runs over the dataset's own concepts, ``--backbone`` overrides the config's, and a geometric
+    fraction > 0 turns on the visual-prompt modules."""
+    family = model_family(args.model)
+    config_class = family.config_class
+    if args.config.endswith(".json"):
+        cfg = config_class.load(args.config)
+    elif hasattr(config_class, "from_preset"):
+        cfg = config_class.from_preset(args.config)
+    elif args.config in ("base", "default"):
+        cfg = config_class()
+    else:
+        raise ValueError(f"--config {args.config!r}: {args.model} has no presets; give a config.json path")
+    if args.model == "sam_lite":
+        if cfg.concept_map and vocabulary:
+            cfg.concept_names = list(vocabulary)
+        if args.backbone:
+            cfg.backbone = args.backbone
+        if getattr(args, "geometric_fraction", 0.0) > 0:
+            cfg.geometric_prompts = True  # geometric training prompts need the prompt encoder and the IoU head
+            cfg.geometry_prior = args.geometry_prior == "on"
         cfg.validate()
-    if args.backbone:
-        cfg.backbone = args.backbone
-        cfg.validate()
-    if getattr(args, "geometric_fraction", 0.0) > 0:
-        cfg.geometric_prompts = True  # geometric training prompts need the prompt encoder and the IoU head
-        cfg.geometry_prior = args.geometry_prior == "on"
-    return SamLiteModel(cfg)
-
-
-def init_from_checkpoint(model: SamLiteModel, directory: str | Path) -> list[str]:
-    """Load a checkpoint's tensors into ``model`` (shapes must agree); returns the names of the model's trainable
-    tensors the checkpoint lacks (new modules, which keep their fresh initialisation)."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(Path(directory) / "model.safetensors"))
-    try:
-        return model.load_trainable_weights(state, f"--init-from {directory} does not fit the config",
-                                            allow_missing=True)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
-class EpochBatchSampler:
-    """Endless batches of (image index, epoch): a fresh permutation per epoch, sharded by rank, starting at
-    (epoch, batch_in_epoch) so that --resume sees exactly the batches an uninterrupted run would."""
-
-    def __init__(self, n: int, batch_size: int, per_epoch: int, seed: int, rank: int, world: int, epoch: int = 0,
-                 batch_in_epoch: int = 0, weights: list[float] | None = None) -> None:
-        self.n, self.bs, self.per_epoch, self.seed, self.rank, self.world = n, batch_size, per_epoch, seed, rank, world
-        self.epoch0, self.batch0 = epoch, batch_in_epoch
-        self.start = epoch * per_epoch + batch_in_epoch
-        self.weights = torch.tensor(weights, dtype=torch.double) if weights is not None else None
-
-    def __iter__(self):
-        epoch, first = self.epoch0, self.batch0
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-            if self.weights is None:
-                order = torch.randperm(self.n, generator=g).tolist()
-            else:  # a weighted draw without replacement: each photo at most once per epoch
-                k = min(self.n, self.per_epoch * self.bs * self.world)
-                order = torch.multinomial(self.weights, k, replacement=False, generator=g).tolist()
-            order = order[self.rank::self.world]
-            for b in range(first, self.per_epoch):
-                yield [(i, epoch) for i in order[b * self.bs:(b + 1) * self.bs]]
-            epoch, first = epoch + 1, 0
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
-def forward_batch(model, model_core, batch: dict, geometric: bool) -> dict:
-    """One training forward: one image-encoder pass per image, prompt i paired with image image_index[i]."""
-    prompt = batch["prompt"] if geometric else Prompt(batch["prompts"])
-    if hasattr(model_core, "preprocess"):
-        return model(model_core.preprocess(batch["images"]), prompt, batch["image_index"])
-    return model(batch["images"], batch["prompts"], batch["image_index"])  # the CLIPSeg-style baseline
-
-
-def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, total_steps: int, epoch: int,
-                    batch_in_epoch: int, args) -> None:
-    """Atomic: everything goes to a temp dir that replaces ``last/`` by rename, so a kill never leaves it torn.
-    At every instant ``last/`` or (between the two renames) ``last.old/`` holds a complete checkpoint."""
-    import shutil
-
-    tmp, last, old = out / "last.tmp", out / "last", out / "last.old"
-    if tmp.exists():  # a kill during an earlier save left it half written
-        shutil.rmtree(tmp)
-    if old.exists() and last.exists():  # a kill during an earlier clean-up
-        shutil.rmtree(old)
-    model.save_pretrained(tmp)
-    state = {"step": step, "total_steps": total_steps, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
-             "args": json.dumps(vars(args))}
-    torch.save(state, tmp / STATE_NAME)
-    if last.exists():
-        last.rename(old)
-    tmp.rename(last)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def trim_log(log_path: Path, step: int) -> None:
-    """Drop the log records of steps after ``step`` (run after a kill, before they are trained again)."""
-    if not log_path.is_file():
-        return
-    keep = []
-    for line in log_path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):  # a line torn by the kill
-            continue
-    tmp = log_path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep))
-    tmp.replace(log_path)
-
-
-def find_resume_dir(out: Path) -> Path | None:
-    for name in ("last", "last.old"):  # last.old survives only if a kill hit between the two renames
-        d = out / name
-        if (d / STATE_NAME).is_file():
-            return d
-    return None
+    return family.model_class(cfg)
 
 
 def main(argv=None) -> Path:
@@ -243,10 +146,16 @@ def main(argv=None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
 
     # --- data ---
-    coco = CocoConcepts(args.data, partial_labels=args.partial_labels == "on")
+    try:
+        coco = CocoConcepts(args.data, partial_labels=args.partial_labels == "on")
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: --data: {e}") from None
     train_ids = coco.split("train")[: args.max_images]
-    model_core = build_model(args, coco.vocabulary)
-    dataset = ConceptSegmentationDataset(coco, train_ids, model_core.config.image_size,
+    try:
+        core = build_model(args, coco.vocabulary)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: --config: {e}") from None
+    dataset = ConceptSegmentationDataset(coco, train_ids, core.config.image_size,
                                          prompts_per_image=args.prompts_per_image, seed=args.seed,
                                          scale_range=tuple(args.scale_range),
                                          geometric_fraction=args.geometric_fraction)
@@ -254,46 +163,32 @@ def main(argv=None) -> Path:
     n_epoch = max(1, round(sum(sample_weights))) if sample_weights is not None else len(train_ids)
     per_epoch = max(1, n_epoch // (args.batch_size * world))
 
-    # --- model, optimiser, schedule ---
+    # --- model, objective, optimiser, schedule ---
     if args.init_from is not None:
-        fresh = init_from_checkpoint(model_core, args.init_from)
+        try:
+            fresh = init_from_checkpoint(core, args.init_from)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
         if rank == 0:
             print(f"init from {args.init_from}; fresh: {sorted({k.rsplit('.', 1)[0] for k in fresh}) or 'none'}")
-    frozen = [p for n, p in model_core.named_parameters() if n.startswith(tuple(args.freeze))]
+    frozen = [p for n, p in core.named_parameters() if n.startswith(tuple(args.freeze))]
     if args.freeze and not frozen:
         raise SystemExit(f"error: --freeze {' '.join(args.freeze)} matches no parameter name")
     for p in frozen:
         p.requires_grad_(False)
-    named = [(n, p) for n, p in model_core.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    groups = []
-    for is_backbone in (False, True):  # pretrained stages fine-tune at a smaller learning rate
-        lr = args.lr * (args.backbone_lr_scale if is_backbone else 1.0)
-        mine = [p for n, p in named if n.startswith("image_encoder.backbone.") == is_backbone]
-        groups += [{"params": [p for p in mine if p.ndim >= 2], "weight_decay": args.weight_decay, "lr": lr},
-                   {"params": [p for p in mine if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
-    criterion = (SetCriterion(match_loss_on_negatives=args.match_loss_on_negatives == "on")
-                 if args.model == "sam_lite" else None)
-    step, epoch, batch_in_epoch, total_steps = 0, 0, 0, None
-    if args.steps is not None:
-        total_steps = args.steps
-    elif args.epochs is not None:
-        total_steps = max(1, round(args.epochs * per_epoch))
+    objective = model_family(args.model).objective_class(
+        core, match_loss_on_negatives=args.match_loss_on_negatives == "on")
+    optimizer = core.configure_optimizers(args.weight_decay, args.lr, args.backbone_lr_scale)
+    step, epoch, batch_in_epoch = 0, 0, 0
+    total_steps = args.steps if args.steps is not None else (
+        max(1, round(args.epochs * per_epoch)) if args.epochs is not None else None)
     resume_dir = find_resume_dir(out) if args.resume else None
     if args.resume and resume_dir is None:
         raise SystemExit(f"error: --resume: no checkpoint in {out}/last to resume from")
     if resume_dir is not None:
-        from safetensors.torch import load_file
-
-        state = torch.load(resume_dir / STATE_NAME, map_location="cpu", weights_only=True)
-        weights = load_file(str(resume_dir / "model.safetensors"))
-        model_core.load_state_dict(weights, strict=False)
-        optimizer.load_state_dict(state["optimizer"])
+        state = load_resume_state(resume_dir, core, optimizer)
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         total_steps = args.steps if args.steps is not None else state["total_steps"]
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate((3, tuple(state["python_rng"]), None))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, args.warmup_steps, total_steps or 10 ** 9))
     if resume_dir is not None:
@@ -301,14 +196,14 @@ def main(argv=None) -> Path:
         # building LambdaLR applied lr(0); the saved run was at lr(step)
         for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
             group["lr"] = lr
-    geometric = bool(getattr(getattr(model_core, "config", None), "geometric_prompts", False))
-    model = DistributedDataParallel(model_core) if distributed else model_core
+    model = DistributedDataParallel(core) if distributed else core
     model.train()
 
+    # --- the loop ---
     if rank == 0 and resume_dir is not None:
         trim_log(out / "log.jsonl", step)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
-    t_start, seen, deadline, start_step = time.time(), 0, None, step
+    t_start, deadline, start_step = time.time(), None, step
     if args.minutes is not None and total_steps is None:
         deadline = t_start + args.minutes * 60
     bar = tqdm(total=total_steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
@@ -321,22 +216,9 @@ def main(argv=None) -> Path:
         if total_steps is not None and step >= total_steps:
             break
         t0 = time.time()
-        with autocast:
-            outputs = forward_batch(model, model_core, batch, geometric)
-        if args.model == "sam_lite":
-            losses = criterion(outputs, batch["targets"], batch["dense_labels"], batch["dense_allowed"])
-        else:
-            size = outputs["semantic_logits"].shape[-2:]
-            losses = model_core.loss(outputs, [{"masks": resize_masks(t["masks"], size) > 0.5}
-                                               for t in batch["targets"]])
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
+        losses = train_step(model, core, objective, batch, optimizer, scheduler, autocast)
         step += 1
         epoch, batch_in_epoch = divmod(sampler.start + step - start_step, per_epoch)
-        seen += len(batch["images"]) * world
         dt = time.time() - t0
         if deadline is not None and total_steps is None and step >= 20:
             # the step budget is fixed once, from the measured speed, so the schedule and --resume are exact
@@ -355,48 +237,19 @@ def main(argv=None) -> Path:
         finished = total_steps is not None and step >= total_steps
         interrupted = args.stop_after is not None and step >= args.stop_after
         if rank == 0 and (step % args.save_every == 0 or finished or interrupted):
-            save_checkpoint(out, model_core, optimizer, scheduler, step, total_steps or 0, epoch,
-                            batch_in_epoch, args)
+            save_checkpoint(out, core, optimizer, scheduler, step, total_steps or 0, epoch, batch_in_epoch, args)
         if finished or interrupted:
             break
     bar.close()
     if rank == 0:
         log.close()
-        final = out / "final"
-        model_core.save_pretrained(final)
+        core.save_pretrained(out / "final")
         plot_log(out / "log.jsonl", out / "loss.png")
-        print(f"trained {step} steps in {(time.time() - t_start) / 60:.1f} min -> {final}")
+        print(f"trained {step} steps in {(time.time() - t_start) / 60:.1f} min -> {out / 'final'}")
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
     return out / "final"
-
-
-def plot_log(log_path: Path, png_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    recs = [json.loads(line) for line in open(log_path) if line.strip()]
-    if not recs:
-        return
-    keys = [k for k in recs[-1] if k.startswith("loss")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for k in keys:
-        xs = [r["step"] for r in recs if k in r]
-        ys = [r[k] for r in recs if k in r]
-        w = max(1, len(ys) // 50)
-        smooth = [sum(ys[max(0, i - w):i + 1]) / len(ys[max(0, i - w):i + 1]) for i in range(len(ys))]
-        (axes[0] if k == "loss" else axes[1]).plot(xs, smooth, label=k)
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    axes[0].set_title("total loss")
-    axes[1].set_title("loss terms (final layer)")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
