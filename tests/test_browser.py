@@ -75,6 +75,7 @@ def test_prompt_in_the_browser_shows_the_result(page):
     page.get_by_role("tab", name="Attention").click()
     page.locator("#attn-gallery img").first.wait_for()
     assert page.locator("#attn-gallery img").count() >= 2
+    page.locator("#click-photo").scroll_into_view_if_needed()  # its image loads (lazily) once scrolled to
     page.locator("#click-photo img").first.click(position={"x": 3, "y": 3})
     page.locator("#self-caption").get_by_text("row 0, column 0").wait_for()
 
