@@ -23,6 +23,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def load_lazy_images(page, timeout_s: float = 60.0) -> None:
+    """Scroll down the page and back: Gradio's images load lazily, and a full-page screenshot does not scroll, so
+    whatever is below the window would be taken empty. Waits until every image on the page has loaded."""
+    height = page.evaluate("document.body.scrollHeight")
+    step = page.viewport_size["height"] // 2
+    for y in range(0, height + step, step):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        time.sleep(0.2)
+    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=timeout_s * 1000)
+    page.evaluate("window.scrollTo(0, 0)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", default=str(REPO / "examples" / "two_dogs.jpg"))
@@ -71,6 +83,9 @@ def main() -> None:
                     canvas.click(position={"x": x, "y": y})
                     page.locator("#clicks").get_by_text(f"{i + 1} point").wait_for()
             if args.box:
+                # after the new photo has reached the canvas: a new photo clears the clicks and the box
+                page.locator("#prompt-canvas img").first.wait_for()
+                page.locator("#clicks").get_by_text("no points").wait_for()
                 box = page.get_by_label("Box x0,y0,x1,y1")
                 box.fill(args.box)
                 box.press("Enter")
@@ -81,7 +96,8 @@ def main() -> None:
             if args.tab == "Attention":
                 page.get_by_role("tab", name="Attention").click()
                 page.locator("#attn-gallery img").first.wait_for()
-            time.sleep(2)  # let images finish rendering
+            load_lazy_images(page)
+            time.sleep(1)  # let images finish rendering
             page.screenshot(path=args.out, full_page=True)
             browser.close()
         print(f"wrote {args.out}")

@@ -18,8 +18,8 @@ One :class:`SamLitePredictor` is shared by every visitor, guarded by a lock; the
 while the same image (by content hash) keeps coming back, so a new prompt on the same photo costs only the decoder.
 
 Modules: :mod:`.service` (input checks, the shared predictor), :mod:`.drawing` (overlays, charts), :mod:`.views`
-(what each tab computes), :mod:`.visual` (clicks and boxes -> visual prompts), :mod:`.blocks` (the Gradio app,
-``serve`` and ``main``).
+(what each tab computes), :mod:`.visual` (clicks and boxes -> visual prompts), :mod:`.events` (the one error
+handling every event handler is registered with), :mod:`.blocks` (the Gradio app, ``serve`` and ``main``).
 """
 
 import os

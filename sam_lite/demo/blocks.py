@@ -8,7 +8,8 @@ from pathlib import Path
 import gradio as gr
 
 from ..predictor import DEFAULT_CHECKPOINT, SamLitePredictor
-from .service import MAX_PROMPT_CHARS, SegmentationService, readable_upload_errors, user_errors
+from .events import ASK, QUIET, WARN, listen
+from .service import MAX_PROMPT_CHARS, SegmentationService, readable_upload_errors
 from .views import explain, patch_attention
 from .visual import CLICK_MODES, POSITIVE, Clicks, add_click, describe_clicks, new_photo, prompt_canvas, segment_any
 
@@ -22,6 +23,9 @@ EXAMPLES = [
     ("two_dogs.jpg", "dog, toilet"),
 ]
 MAX_UPLOAD = "25mb"
+CHART_HEIGHT = 340  # px: the word charts and the photo to click, so they have their room before they load
+# A gallery as tall as all its tiles (Gradio's height="auto" caps it at 55% of the window and scrolls inside)
+GALLERY_HEIGHT = "max-content"
 
 
 INTRO = """# sam-lite: segment anything you can name
@@ -65,34 +69,30 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
     service = predictor if isinstance(predictor, SegmentationService) else SegmentationService(predictor)
     config = service.predictor.model.config
 
-    @user_errors
     def on_segment(image, text, threshold, box_text="", find_all=False, multimask=False, clicks=None):
         value, colours, summary, prompts = segment_any(service, image, text, threshold, clicks, box_text, find_all,
                                                        multimask)
         return (gr.AnnotatedImage(value=value, color_map=colours), summary,
                 gr.Dropdown(choices=prompts, value=prompts[0]) if prompts else gr.skip())
 
-    @user_errors
     def on_explain(image, prompt, threshold, n_queries):
         gallery, chart, view, caption, concept = explain(service, image, prompt, threshold, n_queries)
         marked, self_gallery, words, self_caption = patch_attention(view, view.photo.width / 2,
                                                                     view.photo.height / 2)
+        self_caption += " The centre of the photo to begin with: click anywhere on it to pick another patch."
         concept_image = gr.Image(value=concept.image, visible=concept.image is not None)
         return (concept_image, concept.caption, gallery, chart, caption, view, marked, self_gallery, words,
                 self_caption)
 
     def on_tab(image, prompt, threshold, n_queries):
+        """Opening the tab shows the last prompt's attention (the centre patch picked) without a click."""
         if image is None or not (prompt or "").strip():
             return [gr.skip()] * len(explain_outputs)
-        try:
-            return on_explain(image, prompt, threshold, n_queries)
-        except gr.Error:
-            return [gr.skip()] * len(explain_outputs)
+        return on_explain(image, prompt, threshold, n_queries)
 
-    @user_errors
     def on_click(view, evt: gr.SelectData):
         if view is None:
-            raise gr.Error("Press 'Show attention' first.")
+            raise ValueError("Press 'Show attention' first.")
         x, y = evt.index[0], evt.index[1]
         return patch_attention(view, x, y)
 
@@ -135,37 +135,43 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
                                      visible=bool(getattr(config, "concept_map", False)))
             concept_caption = gr.Markdown(elem_id="concept-caption")
             gr.Markdown(QKV_IMAGE)
+            # one row per query, one column per decoder layer, as tall as all its rows: no inner scrollbar
             attn_gallery = gr.Gallery(label="Cross-attention over the image (rows: presence token, then queries; "
                                       "columns: decoder layers)", elem_id="attn-gallery",
-                                      columns=min(4, max(1, config.decoder_layers)), height=820,
-                                      object_fit="contain")
+                                      columns=min(6, max(1, config.decoder_layers)), height=GALLERY_HEIGHT,
+                                      object_fit="contain", allow_preview=False)
             gr.Markdown(QKV_TEXT)
-            word_chart = gr.Image(label="Cross-attention over the prompt's words", type="pil", interactive=False)
+            word_chart = gr.Image(label="Cross-attention over the prompt's words", type="pil", interactive=False,
+                                  elem_id="word-chart", height=CHART_HEIGHT)
             gr.Markdown(QKV_SELF)
             view_state = gr.State(None)
-            with gr.Row():
-                with gr.Column(scale=1):
-                    click_photo = gr.Image(label="Click a point", type="pil", interactive=False, elem_id="click-photo")
+            # the photo to click and the words its patch listens to side by side: both are there on first open
+            # (the centre patch), not below a gallery the visitor would have to scroll past
+            with gr.Row(equal_height=True):
+                with gr.Column(scale=2, min_width=240):
+                    click_photo = gr.Image(label="Click a point (first: the centre patch)", type="pil",
+                                           interactive=False, elem_id="click-photo", height=CHART_HEIGHT)
                     self_caption = gr.Markdown(elem_id="self-caption")
-                with gr.Column(scale=2):
-                    self_gallery = gr.Gallery(label="Encoder self-attention from the clicked patch",
-                                              elem_id="self-gallery",
-                                              columns=min(3, max(1, config.encoder_layers)),
-                                              height="auto", object_fit="contain")
-            patch_words = gr.Image(label="Fusion: which words the clicked patch listens to", type="pil",
-                                   interactive=False)
+                with gr.Column(scale=3, min_width=320):
+                    patch_words = gr.Image(label="Fusion: which words the clicked patch listens to", type="pil",
+                                           interactive=False, elem_id="patch-words", height=CHART_HEIGHT)
+            self_gallery = gr.Gallery(label="Encoder self-attention from the clicked patch", elem_id="self-gallery",
+                                      columns=min(4, max(2, config.encoder_layers)), height=GALLERY_HEIGHT,
+                                      object_fit="contain", allow_preview=False, fit_columns=False)
 
-        seg_inputs = [image, prompt, threshold, *visual_inputs]
-        run.click(on_segment, seg_inputs, [result, summary, attn_prompt], api_name="segment")
+        # every handler goes through events.listen: one error handling (ASK: the visitor asked, a clear gr.Error;
+        # WARN: a click, a yellow warning and the outputs unchanged; QUIET: an automatic refresh, nothing said)
+        seg_inputs, seg_outputs = [image, prompt, threshold, *visual_inputs], [result, summary, attn_prompt]
+        listen(run.click, on_segment, seg_inputs, seg_outputs, errors=ASK, api_name="segment")
         for text_field in [prompt, *visual_inputs[:1]]:  # Enter in the prompt or in the box text segments too
-            text_field.submit(on_segment, seg_inputs, [result, summary, attn_prompt], api_name=False)
+            listen(text_field.submit, on_segment, seg_inputs, seg_outputs, errors=ASK)
         explain_outputs = [concept_image, concept_caption, attn_gallery, word_chart, attn_caption, view_state,
                            click_photo, self_gallery, patch_words, self_caption]
         explain_inputs = [image, attn_prompt, threshold, n_queries]
-        explain_btn.click(on_explain, explain_inputs, explain_outputs, api_name="attention")
-        attn_tab.select(on_tab, explain_inputs, explain_outputs, api_name=False)
-        click_photo.select(on_click, [view_state], [click_photo, self_gallery, patch_words, self_caption],
-                           api_name=False)
+        listen(explain_btn.click, on_explain, explain_inputs, explain_outputs, errors=ASK, api_name="attention")
+        listen(attn_tab.select, on_tab, explain_inputs, explain_outputs, errors=QUIET)
+        listen(click_photo.select, on_click, [view_state], [click_photo, self_gallery, patch_words, self_caption],
+               errors=WARN)
     return demo
 
 
@@ -192,18 +198,26 @@ def visual_controls(image: gr.Image) -> list:
     def show(c: Clicks, box: str, find: bool):
         return c, box, prompt_canvas(c, box, find), f"<sub>{describe_clicks(c, box)}</sub>"
 
-    @user_errors
     def on_select(c: Clicks, box: str, how: str, find: bool, evt: gr.SelectData):
         return show(*add_click(c, box, how, evt.index), find)
 
+    def on_photo(im, find: bool):
+        return show(new_photo(im), "", find)
+
+    def on_clear(c: Clicks, find: bool):
+        return show(Clicks(c.photo), "", find)
+
+    def on_edit(c: Clicks, box: str, find: bool):
+        """The box being typed (or 'find all' ticked): redraw. A box typed half way is drawn as nothing."""
+        return show(c, box, find)[2:]
+
     shown = [clicks, box_text, canvas, clicks_info]
-    image.change(user_errors(lambda im, find: show(new_photo(im), "", find)), [image, find_all], shown,
-                 api_name=False)
-    canvas.select(on_select, [clicks, box_text, mode, find_all], shown, api_name=False)
-    clear.click(lambda c, find: show(Clicks(c.photo), "", find), [clicks, find_all], shown, api_name=False)
+    listen(image.change, on_photo, [image, find_all], shown, errors=WARN)
+    listen(canvas.select, on_select, [clicks, box_text, mode, find_all], shown, errors=WARN)
+    listen(clear.click, on_clear, [clicks, find_all], shown, errors=WARN)
     for edited in (box_text, find_all):
-        edited.input(lambda c, box, find: show(c, box, find)[2:], [clicks, box_text, find_all], shown[2:],
-                     api_name=False, trigger_mode="always_last")
+        listen(edited.input, on_edit, [clicks, box_text, find_all], shown[2:], errors=QUIET,
+               trigger_mode="always_last")
     return [box_text, find_all, multimask, clicks]
 
 

@@ -1,7 +1,6 @@
 """Input handling: prompts and uploads checked, one shared predictor with its image embedding cache, and the
 decorators that turn bad input into a readable message."""
 
-import functools
 import hashlib
 import logging
 import threading
@@ -15,6 +14,7 @@ from PIL import Image
 
 from ..predictor import PredictionResult, SamLitePredictor
 from ..processing import ORIGINAL_SIZE_KEY, load_image
+from .events import ASK, handle_errors
 
 log = logging.getLogger("sam_lite.demo")
 
@@ -127,19 +127,9 @@ class SegmentationService:
 
 
 def user_errors(fn):
-    """Bad input -> gr.Error with the message; anything unexpected -> a short gr.Error (details in the log)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
-        except Exception as e:  # pragma: no cover - defensive: never show a traceback to a visitor
-            log.exception("demo handler %s failed", fn.__name__)
-            raise gr.Error(f"Something went wrong on the server ({type(e).__name__}); details are in its log.") from None
-    return wrapper
+    """Bad input -> gr.Error with the message; anything unexpected -> a short gr.Error (details in the log): the
+    ``ASK`` mode of :func:`.events.handle_errors`, the one error handling of every handler of the demo."""
+    return handle_errors(fn, ASK)
 
 
 def readable_upload_errors(component: gr.Image) -> gr.Image:

@@ -53,6 +53,20 @@ def parse_box(text: str | None) -> list[float] | None:
     return box
 
 
+def drawable_box(text: str | None) -> list[float] | None:
+    """The box typed so far if it already is one (four numbers, x1 > x0 and y1 > y0), else None; never raises.
+
+    While a box is typed it passes through forms that are not boxes yet ('10,20', '10,20,30,4'): those are drawn
+    as nothing and said nothing about; Segment checks the finished box and says what is wrong with it."""
+    try:
+        box = parse_box(text)
+    except ValueError:
+        return None
+    if box is None or not (box[2] > box[0] and box[3] > box[1]):
+        return None
+    return box
+
+
 def format_box(box) -> str:
     return ",".join(f"{v:g}" for v in box)
 
@@ -110,14 +124,11 @@ def visual_prompt(clicks: Clicks, box_text: str, find_all: bool, photo: Photo) -
 
 def prompt_canvas(clicks: Clicks, box_text: str, find_all: bool) -> Image.Image | None:
     """The photo with the clicks and the box drawn on it (None before there is a photo; a box that does not parse
-    yet is left out)."""
+    yet is left out: see :func:`drawable_box`)."""
     photo = clicks.photo
     if photo is None:
         return None
-    try:
-        box = parse_box(box_text)
-    except ValueError:
-        box = None
+    box = drawable_box(box_text)
     to_canvas = lambda xy: rescale(xy, photo.upload_size, photo.image.size)  # noqa: E731
     return draw_prompt(photo.image, to_canvas(np.reshape(clicks.points, (-1, 2))).tolist(), clicks.labels,
                        None if box is None else to_canvas(np.reshape(box, (2, 2))).reshape(4).tolist(),
@@ -130,6 +141,8 @@ def describe_clicks(clicks: Clicks, box_text: str) -> str:
     text = f"{len(parts)} point{'s' if len(parts) != 1 else ''}: {', '.join(parts)}" if parts else "no points"
     if box_text and box_text.strip():
         text += f"; box {box_text.strip()}"
+        if drawable_box(box_text) is None:
+            text += " (not a box yet: x0,y0,x1,y1 with x1 > x0 and y1 > y0)"
     if clicks.corner is not None:
         text += f"; first box corner at {clicks.corner}: click the opposite one"
     return f"Visual prompt (pixels of the photo): {text}."
