@@ -48,7 +48,8 @@ class PretrainedConfig:
             raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type", cls.model_type)
         if model_type != cls.model_type:
-            raise ValueError(f"config has model_type {model_type!r}, expected {cls.model_type!r}")
+            raise ValueError(f"config has model_type {model_type!r}, expected {cls.model_type!r} (load a checkpoint of "
+                             f"any type with sam_lite.registry.load_predictor)")
         cls.check_legacy(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known - set(cls.ignored_fields))

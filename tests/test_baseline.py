@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam_lite.modeling.clipseg_baseline import (BaselinePredictor, ClipSegBaseline, ClipSegBaselineConfig,
-                                                is_baseline_checkpoint)
+from sam_lite.baseline import BaselinePredictor, ClipSegBaseline, ClipSegBaselineConfig
+from sam_lite.registry import checkpoint_family, load_predictor
 
 S = 64
 
@@ -55,7 +55,8 @@ def test_save_load_round_trip(model, tmp_path):
         for p in model.film8.proj.parameters():  # make the round trip meaningful: non-default weights
             p.normal_(0, 0.01)
     d = model.save_pretrained(tmp_path / "ckpt")
-    assert is_baseline_checkpoint(d)
+    assert checkpoint_family(d).name == "clipseg_baseline"
+    assert isinstance(load_predictor(d), BaselinePredictor)
     from safetensors.torch import load_file
 
     keys = load_file(str(d / "model.safetensors")).keys()
@@ -73,7 +74,7 @@ def test_save_load_round_trip(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         ClipSegBaseline.from_pretrained(d)
     (d / "config.json").write_text('{"model_type": "sam_lite"}')
-    with pytest.raises(ValueError, match="SamLiteModel"):
+    with pytest.raises(ValueError, match="model_type 'sam_lite', expected 'clipseg_baseline'"):
         ClipSegBaseline.from_pretrained(d)
 
 
@@ -148,8 +149,8 @@ def test_evaluate_cli_on_tiny_coco(model, tmp_path, capsys):
     assert "gIoU" in capsys.readouterr().out
 
 
-def test_evaluate_cli_instance_inference_override(model, tmp_path, tiny_checkpoint, capsys):
-    """--instance-inference switches a sam-lite checkpoint's rule for one evaluation; a baseline refuses it."""
+def test_evaluate_reads_the_model_type_from_the_checkpoint(model, tmp_path, tiny_checkpoint):
+    """One evaluation command for every family: the checkpoint's model_type picks the predictor (registry)."""
     import json
 
     from sam_lite.evaluation.evaluate import main
@@ -158,11 +159,7 @@ def test_evaluate_cli_instance_inference_override(model, tmp_path, tiny_checkpoi
 
     root = write_tiny_coco(tmp_path / "coco", n_images=2)
     out = tmp_path / "res.json"
-    rc = main(["--data", str(root), "--checkpoint", str(tiny_checkpoint), "--split", "all", "--out", str(out),
-               "--quiet", "--no-ap", "--instance-inference", "semantic"])
-    assert rc == 0 and json.loads(out.read_text())["instance_inference"] == "semantic"
-    assert json.loads((tiny_checkpoint / "config.json").read_text())["instance_inference"] == "queries"  # untouched
-    ckpt = model.save_pretrained(tmp_path / "baseline")
-    rc = main(["--data", str(root), "--checkpoint", str(ckpt), "--split", "all", "--out", str(out), "--quiet",
-               "--no-ap", "--instance-inference", "semantic"])
-    assert rc == 2 and "sam-lite checkpoints only" in capsys.readouterr().err
+    for ckpt, kind in ((tiny_checkpoint, "sam_lite"), (model.save_pretrained(tmp_path / "baseline"), "clipseg_baseline")):
+        rc = main(["--data", str(root), "--checkpoint", str(ckpt), "--split", "all", "--out", str(out), "--quiet",
+                   "--no-ap"])
+        assert rc == 0 and json.loads(out.read_text())["model_type"] == kind

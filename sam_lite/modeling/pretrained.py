@@ -70,11 +70,11 @@ class PreTrainedModel(nn.Module):
         if not directory.is_dir():
             raise FileNotFoundError(f"checkpoint directory not found: {directory}")
         cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        config = cls.config_class.load(cfg_path)
         if not w_path.is_file():
             pickles = sorted(p.name for p in directory.glob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"})
             hint = f" (found {pickles}: pickle files are never loaded, only safetensors)" if pickles else ""
             raise FileNotFoundError(f"weights file not found: {w_path}{hint}")
-        config = cls.config_class.load(cfg_path)
         try:
             state = load_file(str(w_path), device=map_location)
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
