@@ -90,8 +90,13 @@ def test_encoder_attention_needs_no_second_pass(tiny_model, monkeypatch):
         enc(x2, output_attentions=True)
         x2.mul_(0.5)
         enc(x2, output_attentions=True)
+        enc(x2)  # a plain call is never answered from the remembered one
     hook.remove()
-    assert len(passes) == 3
+    assert len(passes) == 4
+    import pickle
+
+    monkeypatch.undo()
+    assert "_last" not in pickle.loads(pickle.dumps(enc)).__dict__
 
 
 def test_onnx_text_encoder_matches_pytorch(tiny_model, tmp_path, monkeypatch):

@@ -115,6 +115,12 @@ class ImageEncoder(nn.Module):
                 m.eval()
         return self
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for k in ("_folded", "_last"):  # caches (a weak reference among them): rebuilt on use, never copied or saved
+            state.pop(k, None)
+        return state
+
     def folded_backbone(self) -> FoldedEfficientNetLite:
         """The backbone with its BatchNorms folded (:func:`.backbone.fold_batchnorm`), built on first use and rebuilt
         when a backbone weight changes. Not a submodule: no state-dict keys, not trained."""
@@ -142,15 +148,14 @@ class ImageEncoder(nn.Module):
         Asking for the attentions costs no second pass: the layers always keep Q and K, and without gradients the
         last call is remembered (the input tensor by identity and version or checksum, and the weights' identity), so
         ``forward(same_pixel_values, output_attentions=True)`` after ``forward(same_pixel_values)`` (what the
-        predictor does when a prompt asks for attention on a cached image) only forms softmax(Q K^T / sqrt(d))."""
+        predictor does when a prompt asks for attention on a cached image) only forms softmax(Q K^T / sqrt(d)) from
+        them. A repeated call without ``output_attentions`` runs the encoder as before."""
         remember = not torch.is_grad_enabled() and not self.training
         if remember:
             key = (weights_key(self), input_version(pixel_values))
             last = self.__dict__.get("_last")
-            if last is not None and last[0]() is pixel_values and last[1] == key:
-                embedding, qks = last[2], last[3]
-                return replace(embedding, encoder_attentions=[attention_weights(q, k) for q, k in qks]) \
-                    if output_attentions else embedding
+            if output_attentions and last is not None and last[0]() is pixel_values and last[1] == key:
+                return replace(last[2], encoder_attentions=[attention_weights(q, k) for q, k in last[3]])
         embedding, qks = self._encode(pixel_values)
         if remember:
             self.__dict__["_last"] = (weakref.ref(pixel_values), key, embedding, qks)
