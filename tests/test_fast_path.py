@@ -129,7 +129,8 @@ def test_public_api_table_has_the_clipseg_ratio():
 
 
 def test_benchmark_reports_the_public_api(tiny_checkpoint, capsys):
-    """The quick benchmark on the tiny checkpoint: rows for set_image(JPEG path), a never-seen prompt, photo -> masks."""
+    """The quick benchmark on the tiny checkpoint: rows for set_image(JPEG path), a never-seen prompt and
+    photo -> masks."""
     from sam_lite.benchmarking.cli import main
 
     rc = main(["--checkpoint", str(tiny_checkpoint), "--quick", "--no-write", "--image-sizes", "",

@@ -136,9 +136,10 @@ class FoldedConv(nn.Module):
     """conv (no bias) -> eval BatchNorm -> optional ReLU6, as one convolution with a bias. Weights are buffers: a
     copy made by :func:`fold_batchnorm`, not trained and not saved.
 
-    How it runs on CPU (each exact up to float re-association): a symmetric "SAME" pad is the convolution's own padding; the asymmetric pad of a stride-2 convolution, (p, p + 1), is done
+    How it runs (exact up to float re-association): a symmetric "SAME" pad (every stride-1 convolution) is the
+    convolution's own padding; the asymmetric pad (p, p + 1) of a stride-2 convolution on an even size is done
     without a padded copy of the input: the kernel gets a leading zero row and column and the convolution pads
-    p + 1 on both sides, which reads the same pixels with the same weights.
+    p + 1 on both sides, which reads the same pixels with the same weights (the extra taps multiply zeros).
     """
 
     def __init__(self, conv: Conv2dSame, bn: nn.BatchNorm2d | None, relu6: bool) -> None:

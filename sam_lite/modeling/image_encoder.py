@@ -18,8 +18,12 @@ from torch import Tensor, nn
 from ..config import SamLiteConfig
 from ..structures import ImageEmbedding
 from .attention import Attention, FeedForward, sine_position_encoding_2d
-from .backbone import (BN_EPS, LITE_STAGES, Conv2dSame, EfficientNetLite, FoldedEfficientNetLite,  # noqa: F401
-                       MBConvBlock, fold_batchnorm)
+from .backbone import (BN_EPS, LITE_STAGES, Conv2dSame, EfficientNetLite, FoldedEfficientNetLite, MBConvBlock,
+                       fold_batchnorm)
+
+# the backbone classes lived here before sam_lite/modeling/backbone.py; importing them from here keeps working
+__all__ = ["BN_EPS", "LITE_STAGES", "Conv2dSame", "EfficientNetLite", "MBConvBlock", "EncoderLayer", "ImageEncoder",
+           "attention_weights", "weights_key", "input_version"]
 from .concept_map import ConceptMap
 
 class EncoderLayer(nn.Module):
