@@ -29,7 +29,7 @@ from .children import child_main, run_child
 from .common import DEFAULT_MD, log
 from .others import bench_clipseg, bench_sam
 from .ours import bench_ours, build_model, synthetic_or_example_image
-from .report import existing_notes, goals, render_md, summary_table
+from .report import existing_notes, goals, public_api_table, render_md, summary_table
 from .timing import OtherLoad, _git_revision, cpu_flags, cpu_model
 
 # the docstring above is scripts/benchmark.py's usage too: parse_args shows it as --help
@@ -133,6 +133,8 @@ def _main(args, argv, t_start, other) -> int:
     env["wall_s"] = time.perf_counter() - t_start
 
     print(summary_table(R))
+    if public_api_table(R):
+        print(public_api_table(R))
     for g, m, v in goals(R):
         print(f"{g}: {m} -> {v.strip('*')}")
     for k, r in R["memory"].items():

@@ -12,7 +12,8 @@ DEFAULT_MD = ROOT / "docs" / "benchmarks.md"
 EXAMPLE_IMAGE = ROOT / "examples" / "street_cars_bus.jpg"
 PROMPT = "red car"
 TRAIN_PROMPTS = ["red car", "dog", "person", "a white cup", "bus", "sky", "green tree", "cat on a sofa"]
-GOALS = {"prompt_ms": 10.0, "e2e_ms": 30.0, "vs_clipseg": 5.0, "vs_sam": 100.0, "inference_rss_mb": 1024.0}
+GOALS = {"api_set_image_ms": 25.0, "api_prompt_ms": 8.0, "prompt_ms": 10.0, "e2e_ms": 30.0, "vs_clipseg": 5.0,
+         "vs_sam": 100.0, "inference_rss_mb": 1024.0}
 
 _T0 = time.perf_counter()
 

