@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as T
