@@ -75,6 +75,8 @@ class ImageEncoderAdapter(nn.Module):
         super().__init__()
         self.image_encoder = model.image_encoder
         self.extra = image_outputs(model.config)
+        # the BN-folded inference backbone is built from the weights now, so the trace holds its kernels as constants
+        model.image_encoder.folded_backbone()
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
         emb = self.image_encoder(pixel_values)
