@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from .config import SamLiteConfig
 from .modeling import SamLiteModel
 from .modeling.attention import sine_position_encoding_2d
+from .postprocessing import instance_scores
 from .structures import GEOMETRY_FIELDS, ImageEmbedding, Prompt, TextEmbedding
 
 DEFAULT_OPSET = 17
@@ -112,7 +113,7 @@ class PromptDecoderAdapter(nn.Module):
         # pair i with image i (explicit index: no data-dependent branch in the traced graph)
         index = torch.arange(image_tokens.shape[0], device=image_tokens.device)
         out = self.model.decode(emb, prompt, text, image_index=index)
-        scores = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
+        scores = instance_scores(out)[0]  # the post-processing's raw score (Platt scaling, if any, is applied after)
         res = (out["pred_logits"], out["pred_masks"], out["pred_boxes"], out["presence_logits"], scores)
         if self.geometric:
             res = res + (out["pred_iou"],)
@@ -363,7 +364,7 @@ def run_pytorch(model: SamLiteModel, ex: dict[str, Tensor]) -> dict[str, Tensor]
     res = {"image_tokens": emb.tokens, "pixel_features": emb.pixel_features}
     res.update({k: getattr(emb, k) for k in image_outputs(model.config)})
     res.update({k: out[k] for k in ("pred_logits", "pred_masks", "pred_boxes", "presence_logits")})
-    res["scores"] = out["pred_logits"].sigmoid() * out["presence_logits"].sigmoid()[:, None]
+    res["scores"] = instance_scores(out)[0]
     if "pred_iou" in out:
         res["pred_iou"] = out["pred_iou"]
     res.update({k: out[k] for k in OPTIONAL_DECODER_OUTPUTS if k in out})

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sam_lite.data import CocoConcepts  # noqa: E402
 from sam_lite.evaluation.geometric import click_point, mask_box  # noqa: E402
 from sam_lite.evaluation.instance_matching import mask_iou_matrix  # noqa: E402
-from sam_lite.postprocessing import agrees_with_prompt, mask_confidence  # noqa: E402
+from sam_lite.postprocessing import agrees_with_prompt, instance_scores, mask_confidence  # noqa: E402
 from sam_lite.predictor import SamLitePredictor  # noqa: E402
 from sam_lite.structures import Prompt  # noqa: E402
 from sam_lite.visual_prompts import check_visual_prompt, to_model_pixels  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> None:
                         out = pred.predict_torch(Prompt.from_rows([""], [row]))
                         logits = out["pred_masks"][0].float()
                         iou = mask_iou_matrix(pred.processor.postprocess_masks(logits, meta) > 0, gt[None])[:, 0]
-                        score = out["pred_logits"][0].float().sigmoid() * out["presence_logits"][0].float().sigmoid()
+                        score = instance_scores(out)[0][0]
                         piou, conf = out["pred_iou"][0].float(), mask_confidence(logits)
                         first = 2 * agrees_with_prompt(logits, row, pred.processor.image_size).float() + \
                             4 * (logits > 0).flatten(1).any(1).float()  # non-empty, agreeing masks first

@@ -40,7 +40,8 @@ def test_outputs_and_attention_shapes(model, embedding):
     k = model.config.num_queries
     rows = [{"points": [[10.0, 12.0], [40.0, 40.0]], "point_labels": [1, 0]}, {"box": [5.0, 5.0, 30.0, 20.0]},
             {"exemplars": [[0.0, 0.0, 20.0, 20.0]]}]
-    out = _decode(model, embedding, ["", None, "car"], rows, output_attentions=True)
+    out = _decode(model, embedding, ["", None, "car"], rows, output_attentions=True, aux_outputs=True)
+    assert len(out["aux_outputs"]) == model.config.decoder_layers - 1
     assert out["pred_iou"].shape == (3, k) and ((out["pred_iou"] >= 0) & (out["pred_iou"] <= 1)).all()
     assert all(a["pred_iou"].shape == (3, k) for a in out["aux_outputs"])
     t = model.encode_prompt(["car"]).features.shape[1]

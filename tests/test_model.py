@@ -24,7 +24,8 @@ def test_output_shapes(tiny_model):
     cfg = tiny_model.config
     s, k = cfg.image_size, cfg.num_queries
     with torch.no_grad():
-        out = tiny_model(torch.randn(2, 3, s, s), ["red car", "a dog"])
+        out = tiny_model(torch.randn(2, 3, s, s), ["red car", "a dog"], aux_outputs=True)
+        assert tiny_model(torch.randn(1, 3, s, s), ["dog"])["aux_outputs"] == []  # inference: the last layer only
     assert out["pred_logits"].shape == (2, k)
     assert out["pred_masks"].shape == (2, k, s // 4, s // 4)
     assert out["pred_boxes"].shape == (2, k, 4)

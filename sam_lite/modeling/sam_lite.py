@@ -130,11 +130,12 @@ class SamLiteModel(PreTrainedModel):
                 torch.cat([padding | ~valid[:, None], valid[:, None], geo_padding], 1))
 
     def decode(self, image: ImageEmbedding, prompt: Prompt, text: TextEmbedding, image_index: Tensor | None = None,
-               output_attentions: bool = False) -> dict:
+               output_attentions: bool = False, aux_outputs: bool | None = None) -> dict:
         """Pair prompt row i with image ``image_index[i]`` (default: i, or 0 for a single image) and decode:
         prompt tokens -> priors -> fusion -> query decoder -> heads. Returns the dict of :meth:`forward` (without
         ``concept_logits``) plus ``prior_maps`` (the ImageNet prior's maps) and ``concept_prompt_map`` [P,S/8,S/8]
-        (P(prompt | pixel)) where those priors exist."""
+        (P(prompt | pixel)) where those priors exist. ``aux_outputs`` (the earlier layers' heads, for the loss):
+        default only when gradients are enabled; inference reads the last layer alone."""
         p, n_img = text.features.shape[0], len(image)  # (tensor sizes: traced as such by the ONNX export)
         if image_index is None:
             image_index = torch.arange(p) if n_img == p else torch.zeros(p, dtype=torch.long)
@@ -164,7 +165,9 @@ class SamLiteModel(PreTrainedModel):
             fusion_attn.append(LayerAttention(**weights))
         states, decoder_attn = self.decoder(words, padding, tokens, image.pos, sum(presence) if presence else None,
                                             output_attentions)
-        outs = [self.heads(s, pixel, prior_stats) for s in states]
+        if aux_outputs is None:
+            aux_outputs = self.training or torch.is_grad_enabled()
+        outs = [self.heads(s, pixel, prior_stats) for s in (states if aux_outputs else states[-1:])]
         out.update(outs[-1], aux_outputs=outs[:-1])
         if output_attentions:
             out["attentions"] = Attentions(encoder=[LayerAttention(self_attn=a) for a in image.encoder_attentions],
@@ -177,13 +180,13 @@ class SamLiteModel(PreTrainedModel):
         return self.image_encoder.concept_map.logits(image.concept_embedding)
 
     def forward(self, pixel_values: Tensor, prompt: Prompt | list[str], image_index: Tensor | None = None,
-                output_attentions: bool = False) -> dict:
+                output_attentions: bool = False, aux_outputs: bool | None = None) -> dict:
         """pixel_values [B,3,S,S] (see :meth:`preprocess`), prompt: P rows (a list of strings: text only),
         image_index [P] -> the dict of the class docstring."""
         if not isinstance(prompt, Prompt):
             prompt = Prompt(list(prompt))
         image = self.encode_image(pixel_values, output_attentions)
-        out = self.decode(image, prompt, self.encode_prompt(prompt), image_index, output_attentions)
+        out = self.decode(image, prompt, self.encode_prompt(prompt), image_index, output_attentions, aux_outputs)
         if self.config.concept_map:
             out["concept_logits"] = self.concept_logits(image)
         return out
