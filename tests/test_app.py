@@ -1,7 +1,6 @@
 """The Gradio demo end to end: gradio_client against the app served on 127.0.0.1 with the tiny checkpoint."""
 
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -253,12 +252,15 @@ def test_click_on_a_patch_maps_to_the_right_token():
     assert "row 0, column 0" in caption
 
 
-def test_missing_checkpoint_exits_cleanly(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "app.py"), "--checkpoint", str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 2
-    assert "checkpoint directory not found" in proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
+def test_missing_checkpoint_exits_cleanly(tmp_path, monkeypatch, capsys):
+    """app.py, run as a script in this process: one line on stderr, exit status 2."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["app.py", "--checkpoint", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(REPO / "app.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "checkpoint directory not found" in err and "Traceback" not in err
 
 
 def test_uploads_are_downsized_and_hashed_by_content():

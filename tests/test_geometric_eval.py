@@ -1,8 +1,6 @@
 """Visual-prompt evaluation: click placement, the metrics on hand-made masks, the loop with an oracle, the script."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,18 +101,22 @@ def test_evaluation_loop_with_an_oracle(tmp_path):
     assert out["metrics"]["stuff"]["n_click"] >= 1  # the "sky" band of even photos
 
 
-def test_script_on_a_tiny_geometric_checkpoint(tmp_path):
+def test_script_on_a_tiny_geometric_checkpoint(tmp_path, capsys):
     from sam_lite import SamLiteConfig, SamLiteModel
 
     data = write_tiny_coco(tmp_path / "coco", n_images=6)
     torch.manual_seed(0)
     SamLiteModel(SamLiteConfig.from_preset("tiny", geometric_prompts=True)).save_pretrained(tmp_path / "ckpt")
-    cmd = [sys.executable, "scripts/evaluate_geometric.py", "--data", str(data), "--checkpoint", str(tmp_path / "ckpt"),
-           "--split", "all", "--max-images", "2", "--threshold", "0.0", "--threads", "1", "--quiet",
-           "--out", str(tmp_path / "geo.json")]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "1-click" in r.stdout and "exemplar gIoU" in r.stdout
+    from sam_lite.evaluation.geometric import main
+
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["--data", str(data), "--checkpoint", str(tmp_path / "ckpt"), "--split", "all", "--max-images", "2",
+                   "--threshold", "0.0", "--threads", "1", "--quiet", "--out", str(tmp_path / "geo.json")])
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert rc == 0 and "1-click" in printed and "exemplar gIoU" in printed
     result = json.loads((tmp_path / "geo.json").read_text())
     m = result["metrics"]["all"]
     assert result["n_images"] == 2 and 0 <= m["click_mIoU"] <= 1 and 0 <= m["exemplar_gIoU"] <= 1
