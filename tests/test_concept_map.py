@@ -18,7 +18,7 @@ from sam_lite.data import CocoConcepts, ConceptSegmentationDataset, collate
 from sam_lite.modeling.concept_map import ConceptMap, concept_loss
 from sam_lite.modeling.image_encoder import EfficientNetLite
 from sam_lite.training.criterion import SetCriterion
-from sam_lite.training.train import EpochBatchSampler
+from sam_lite.training.sampling import EpochBatchSampler
 
 from .fixtures import write_tiny_coco
 
@@ -410,7 +410,7 @@ def test_weighted_sampler_with_fewer_photos_than_a_batch():
     try:
         weighted = _batches(EpochBatchSampler(3, 4, 1, seed=0, rank=0, world=1, weights=[1.0, 1.0, 1.0]), 2)
     except RuntimeError as e:
-        pytest.fail(f"LIBRARY BUG (sam_lite/training/train.py EpochBatchSampler.__iter__): with weights and "
+        pytest.fail(f"LIBRARY BUG (sam_lite/training/sampling.py EpochBatchSampler.__iter__): with weights and "
                     f"per_epoch * batch_size * world (4) > n (3) torch.multinomial(..., replacement=False) raises "
                     f"{e!r}; the uniform sampler yields the 3 photos as one short batch")
     assert [sorted(i for i, _ in b) for b in weighted] == [[0, 1, 2]] * 2
