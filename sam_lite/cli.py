@@ -5,7 +5,7 @@
     sam-lite demo [--host 127.0.0.1] [--port 7860] [--checkpoint DIR]
     sam-lite train ... | eval ... | export ... | benchmark ... | convert ...
 
-``train``, ``eval``, ``export``, ``benchmark`` and ``convert`` hand all their arguments to their own scripts (so
+``train``, ``eval``, ``export``, ``benchmark`` and ``convert`` hand all their arguments to their own modules (so
 ``sam-lite train --help`` shows the training script's help); those are imported only when asked for.
 """
 
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Callable
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_USAGE = 2
 
 # name -> (module, function, help); the module's function receives the remaining arguments
@@ -32,7 +30,7 @@ DELEGATES: dict[str, tuple[str, str, str]] = {
     "export": ("sam_lite.export", "main", "export a checkpoint (arguments go to sam_lite.export)"),
     "convert": ("sam_lite.data.convert", "main", "turn VIA, labelme or index-PNG annotations into a COCO dataset "
                                                 "(arguments go to sam_lite.data.convert)"),
-    "benchmark": (str(REPO_ROOT / "scripts" / "benchmark.py"), "main", "time the model (runs scripts/benchmark.py)"),
+    "benchmark": ("sam_lite.benchmarking.cli", "main", "time the model (arguments go to sam_lite.benchmarking.cli)"),
 }
 
 
@@ -232,24 +230,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _load_delegate(name: str) -> Callable[[list[str]], int | None]:
     target, func, _ = DELEGATES[name]
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise _Fail(f"'{name}' is not available: {path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"sam_lite_{name}_script", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.parent))
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            sys.path.remove(str(path.parent))
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as e:
-            if e.name and (target == e.name or target.startswith(e.name + ".")):
-                raise _Fail(f"'{name}' is not available in this installation: no module {target}") from None
-            raise
+    try:
+        module = importlib.import_module(target)
+    except ModuleNotFoundError as e:
+        if e.name and (target == e.name or target.startswith(e.name + ".")):
+            raise _Fail(f"'{name}' is not available in this installation: no module {target}") from None
+        raise
     fn = getattr(module, func, None)
     if not callable(fn):
         raise _Fail(f"'{name}' is not available: {target} has no {func}() function")

@@ -105,24 +105,33 @@ def test_delegated_commands_get_all_their_arguments(monkeypatch):
 
 
 def test_delegate_without_parameters_reads_sys_argv(monkeypatch):
+    seen = []
     fake = types.ModuleType("fake_eval")
-    fake.main = lambda: sys.argv[1:]  # not an int: treated as success
+    fake.main = lambda: seen.append(list(sys.argv))  # returns None: treated as success
     monkeypatch.setitem(sys.modules, "fake_eval", fake)
     monkeypatch.setitem(cli.DELEGATES, "eval", ("fake_eval", "main", "fake"))
-    assert cli.main(["eval", "--x"]) == 0
+    argv = list(sys.argv)
+    assert cli.main(["eval", "--x", "1"]) == 0
+    assert seen == [["sam-lite eval", "--x", "1"]]  # the delegate parsed exactly these arguments
+    assert sys.argv == argv  # and sys.argv is restored afterwards
 
 
-def test_missing_delegate_is_reported(monkeypatch, tmp_path, capsys):
+def test_missing_delegate_is_reported(monkeypatch, capsys):
     monkeypatch.setitem(cli.DELEGATES, "export", ("sam_lite.no_such_module", "main", "fake"))
-    monkeypatch.setitem(cli.DELEGATES, "benchmark", (str(tmp_path / "benchmark.py"), "main", "fake"))
+    monkeypatch.setitem(cli.DELEGATES, "benchmark", ("sam_lite.benchmarking", "no_such_function", "fake"))
     assert cli.main(["export"]) == 2
     assert cli.main(["benchmark"]) == 2
     err = capsys.readouterr().err
-    assert "not available" in err and "Traceback" not in err
+    assert "not available" in err and "no_such_function" in err and "Traceback" not in err
 
 
-def test_benchmark_script_is_run_from_its_path(monkeypatch, tmp_path):
-    script = tmp_path / "benchmark.py"
-    script.write_text("def main(argv):\n    return 0 if argv == ['--quick'] else 1\n")
-    monkeypatch.setitem(cli.DELEGATES, "benchmark", (str(script), "main", "fake"))
-    assert cli.main(["benchmark", "--quick"]) == 0
+def test_benchmark_is_imported_as_a_module(monkeypatch):
+    """``sam-lite benchmark`` imports sam_lite.benchmarking.cli (no script run by file path)."""
+    import sam_lite.benchmarking.cli as bench
+
+    assert cli.DELEGATES["benchmark"][:2] == ("sam_lite.benchmarking.cli", "main")
+    seen = []
+    monkeypatch.setattr(bench, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["benchmark", "--quick", "--no-write"]) == 0
+    assert seen == [["--quick", "--no-write"]]
+

@@ -17,7 +17,8 @@ def train_step(model, core, objective, batch: dict, optimizer, scheduler, autoca
         losses = objective(model, core, batch)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
-    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
+    # in parameter order (not the optimiser groups'): the norm's float sum, hence the weights, match the old trainer
+    torch.nn.utils.clip_grad_norm_([p for p in core.parameters() if p.requires_grad], max_grad_norm)
     optimizer.step()
     scheduler.step()
     return {k: v.detach() for k, v in losses.items()}
