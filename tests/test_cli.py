@@ -72,11 +72,17 @@ def test_threshold_out_of_range_is_a_usage_error(small_image, capsys):
     assert "must be in [0, 1]" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("make_bad", ["missing", "not-an-image"])
-def test_subprocess_bad_image_exit_code(make_bad, tmp_path):
+def test_missing_image_is_one_line_and_status_2(tmp_path, capsys):
     path = tmp_path / "photo.jpg"
-    if make_bad == "not-an-image":
-        path.write_text("this is not a JPEG")
+    assert cli.main(["predict", str(path), "red car"]) == 2
+    err = capsys.readouterr().err
+    assert "sam-lite predict: error:" in err and str(path) in err and "Traceback" not in err
+
+
+def test_subprocess_bad_image_exit_code(tmp_path):
+    """The installed command itself (a fresh process): a file that is not an image -> one line, status 2."""
+    path = tmp_path / "photo.jpg"
+    path.write_text("this is not a JPEG")
     proc = subprocess.run([sys.executable, "-m", "sam_lite.cli", "predict", str(path), "red car"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2
