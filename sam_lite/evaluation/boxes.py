@@ -32,6 +32,7 @@ import torch
 from torchvision.ops import box_iou
 
 from .calibration import reliability
+from .opening import open_dataset_and_predictor
 from .instance_matching import prf_from_counts
 
 SIZES = {"small": (0, 32 ** 2), "medium": (32 ** 2, 96 ** 2), "large": (96 ** 2, float("inf"))}
@@ -180,17 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from ..data import CocoConcepts
-    from ..predictor import SamLitePredictor
-
-    try:
-        coco = CocoConcepts(args.data)
-        predictor = SamLitePredictor.from_pretrained(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    for name in ("threshold", "presence_threshold"):
+        v = getattr(args, name)
+        if v is not None and not 0.0 <= v <= 1.0:
+            print(f"error: --{name.replace('_', '-')} must be in [0, 1], got {v}", file=sys.stderr)
+            return 2
+    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads)
+    if opened is None:
         return 1
+    coco, predictor = opened
     ids = coco.split(args.split)
     if args.half is not None:
         ids = ids[0::2] if args.half == "first" else ids[1::2]

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from .metrics import DEFAULT_THRESHOLDS, PROMPT_TYPES, SegmentationMetrics
+from .opening import open_dataset_and_predictor
 
 TABLE_COLUMNS = [("n", "n"), ("gIoU", "gIoU"), ("cIoU", "cIoU"), ("presence_acc", "pres.acc"), ("IL_MCC", "IL-MCC"),
                  ("AP", "AP"), ("AP50", "AP50"), ("F1_50", "F1@.5")]
@@ -194,17 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_images is not None and args.max_images < 1:
         print(f"error: --max-images must be >= 1, got {args.max_images}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from ..data import CocoConcepts
-    from ..registry import load_predictor
-
-    try:
-        coco = CocoConcepts(args.data)
-        predictor = load_predictor(args.checkpoint)  # the checkpoint's model type says which predictor
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads)
+    if opened is None:
         return 1
+    coco, predictor = opened  # the checkpoint's model type says which predictor
     policy = getattr(predictor, "inference_config", None)  # thresholds stored beside the weights
     if args.threshold is None:
         args.threshold = float(getattr(policy, "score_threshold", 0.5))

@@ -37,6 +37,7 @@ from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
 from .instance_matching import mask_iou_matrix
+from .opening import open_dataset_and_predictor
 
 
 def click_point(mask) -> tuple[float, float]:
@@ -202,17 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from ..data import CocoConcepts
-    from ..predictor import SamLitePredictor
-
-    try:
-        coco = CocoConcepts(args.data)
-        predictor = SamLitePredictor.from_pretrained(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads)
+    if opened is None:
         return 1
+    coco, predictor = opened
     image_ids = coco.split(args.split)
     if args.subset == "full":
         image_ids = [i for i in image_ids if coco.is_fully_labelled(i)]
