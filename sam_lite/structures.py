@@ -12,8 +12,13 @@ import torch
 from torch import Tensor
 
 
-def _index(t: Tensor | None, index: Tensor | None) -> Tensor | None:
-    return t if t is None or index is None else t[index.to(t.device)]
+def _index(t: Tensor | None, index: Tensor) -> Tensor | None:
+    """Rows ``index`` of ``t``; from a single image, a broadcast view (no copy of the image's features)."""
+    if t is None:
+        return None
+    if t.shape[0] == 1 and not torch.jit.is_tracing():
+        return t.expand(len(index), *t.shape[1:])
+    return t[index.to(t.device)]
 
 
 @dataclass
@@ -41,11 +46,11 @@ class ImageEmbedding:
 
     def select(self, index: Tensor) -> "ImageEmbedding":
         """Rows ``index`` [P] (prompt i reads image index[i]); pos and grid are shared."""
-        return replace(self, tokens=self.tokens[index], pixel_features=self.pixel_features[index],
+        return replace(self, tokens=_index(self.tokens, index), pixel_features=_index(self.pixel_features, index),
                        class_logits=_index(self.class_logits, index),
                        concept_embedding=_index(self.concept_embedding, index),
                        concept_probs=_index(self.concept_probs, index),
-                       encoder_attentions=[a[index] for a in self.encoder_attentions])
+                       encoder_attentions=[_index(a, index) for a in self.encoder_attentions])
 
 
 @dataclass
