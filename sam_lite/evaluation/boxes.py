@@ -116,7 +116,8 @@ def _box_ap(samples: list[BoxSample], preds: list[tuple[torch.Tensor, torch.Tens
 def evaluate_boxes(predictor, samples: list[BoxSample], score_threshold: float, presence_threshold: float,
                    ap_min_score: float = 0.05, progress: bool = True) -> dict:
     """Run ``predictor`` (``set_image``, ``predict(prompts, score_threshold=)``) on every sample -> the metrics of
-    the module docstring, and the (score, right) pairs of every prediction above ``ap_min_score``."""
+    the module docstring; ``"pairs"``: the (score, right) pair of every prediction above ``ap_min_score`` (what
+    :func:`~.calibration.fit_platt` fits; left out of the JSON file)."""
     from tqdm import tqdm
 
     groups: dict[int, list[int]] = {}
@@ -164,7 +165,7 @@ def evaluate_boxes(predictor, samples: list[BoxSample], score_threshold: float, 
             "objects_by_size": {k: n for k, (_, n) in size_hit.items()},
             "found_by_category": found_rate, "worst_found": [{"category": c, "found": r, "n": len(per_cat[c])}
                                                             for r, c in worst],
-            "reliability": reliability(pairs)}
+            "reliability": reliability(pairs), "pairs": pairs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     t = policy.score_threshold if args.threshold is None else args.threshold
     pt = policy.presence_threshold if args.presence_threshold is None else args.presence_threshold
     res = evaluate_boxes(predictor, box_samples(coco, ids, args.negatives), t, pt, progress=not args.quiet)
+    res.pop("pairs")
     res.update(checkpoint=str(args.checkpoint), split=args.split, half=args.half)
     keys = ("presence_acc", "found", "rejected", "box_F1_50", "box_AP", "box_AP50")
     print(f"{args.checkpoint}: {res['n_images']} photos, {res['n_present']} present / {res['n_absent']} absent "
