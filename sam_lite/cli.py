@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score threshold in [0, 1] (default: the checkpoint's calibrated threshold)")
     p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: checkpoints/sam-lite-base)")
     p.add_argument("--max-instances", type=int, default=None, help="keep at most this many instances per prompt")
+    from .device import add_device_argument
+
+    add_device_argument(p)
 
     sub.add_parser("demo", help="start the Gradio demo (see 'sam-lite demo --help')", add_help=False)
     for name, (_, _, help_text) in DELEGATES.items():
@@ -179,6 +182,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise _Fail(f"--max-instances must be >= 1, got {args.max_instances}")
     if args.output and Path(args.output).suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
         raise _Fail(f"--output must end in .png, .jpg or .webp, got {args.output!r}")
+    from .device import resolve_device
+
+    try:
+        device = resolve_device(args.device)  # fail fast: a missing GPU is one line, not a traceback
+    except ValueError as e:
+        raise _Fail(str(e)) from None
     try:
         image = load_image(args.image)  # fail fast, before the model is loaded
         if visual:  # coordinates too
@@ -189,7 +198,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _Fail(str(e)) from None
     try:
-        predictor = SamLitePredictor.from_pretrained(args.checkpoint)
+        predictor = SamLitePredictor.from_pretrained(args.checkpoint, device=device)
     except (FileNotFoundError, ValueError) as e:
         raise _Fail(f"cannot load the checkpoint: {e}") from None
     predictor.set_image(image)
