@@ -43,8 +43,10 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         raise ValueError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
     if kind == "cuda":
         if not cuda_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine (no NVIDIA GPU or a "
-                             f"CPU-only PyTorch {torch.__version__}); use --device cpu or auto")
+            why = (f"this PyTorch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+                   else "no NVIDIA GPU is visible (torch.cuda.is_available() is False)")
+            raise ValueError(f"--device {name}: CUDA is not available on this machine: {why}; use --device cpu "
+                             f"or auto")
         if index and int(index) >= torch.cuda.device_count():
             raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if kind == "mps" and not mps_available():
