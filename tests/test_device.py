@@ -81,7 +81,8 @@ def test_to_device_moves_nested_tensors_and_dataclasses():
     batch = {"images": torch.zeros(2, 3, 8, 8), "image_index": torch.tensor([0, 1]), "prompt": prompt,
              "prompts": ["dog", ""], "image_ids": [7, 8],
              "targets": [{"masks": torch.zeros(1, 8, 8), "boxes": torch.zeros(1, 4)}, {"boxes": torch.zeros(0, 4)}],
-             "dense_labels": torch.zeros(2, 4, 4, dtype=torch.long), "dense_allowed": torch.ones(2, 3, dtype=torch.bool)}
+             "dense_labels": torch.zeros(2, 4, 4, dtype=torch.long),
+             "dense_allowed": torch.ones(2, 3, dtype=torch.bool)}
     assert move_batch(batch, "cpu") is batch  # the CPU: nothing to do
     moved = move_batch(batch, "meta")
     assert moved["prompts"] == ["dog", ""] and moved["image_ids"] == [7, 8]

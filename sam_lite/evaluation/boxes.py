@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from .calibration import reliability
 from ..device import add_device_argument
+from .calibration import reliability
 from .opening import open_dataset_and_predictor
 from .instance_matching import prf_from_counts
 

@@ -4,9 +4,10 @@
     torchrun --nproc_per_node 2 scripts/train.py ...   # DistributedDataParallel: gloo on CPU, nccl on CUDA
     python scripts/train.py --device cuda ...          # --device auto|cpu|cuda|mps (auto: CUDA, MPS, CPU)
 
-AdamW with linear warm-up and cosine decay, bf16 autocast (opt-in on CPU, default on CUDA), a JSONL log and a loss plot, checkpoints written
-atomically every ``--save-every`` steps and at the end; ``--resume`` continues exactly (step, optimiser, scheduler,
-data order, RNG).
+AdamW with linear warm-up and cosine decay, bf16 autocast (opt-in on CPU, default on CUDA), a JSONL log and a loss
+plot, checkpoints written atomically every ``--save-every`` steps and at the end; ``--resume`` continues exactly (step,
+optimiser, scheduler, data order, RNG; on CUDA the GPU's RNG is not restored). On CUDA the loader pins memory and
+runs 4 workers by default.
 """
 
 from __future__ import annotations
