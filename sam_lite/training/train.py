@@ -147,6 +147,8 @@ def training_device(name: str, distributed: bool) -> torch.device:
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     if device.type == "cuda":
+        if device.index is None:  # set_device and DDP's device_ids want an index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 
