@@ -3,6 +3,7 @@
     sam-lite predict IMAGE "red car" [-o overlay.png] [--json] [--threshold 0.5] [--checkpoint DIR]
     sam-lite predict IMAGE [PROMPT] --point X,Y[,LABEL] ... | --box X0,Y0,X1,Y1 | --exemplar X0,Y0,X1,Y1 ...
     sam-lite demo [--host 127.0.0.1] [--port 7860] [--checkpoint DIR]
+    sam-lite predict ... --device auto|cpu|cuda|mps   # also demo, train, eval, eval-boxes, export, benchmark
     sam-lite train ... | eval ... | export ... | benchmark ... | convert ...
 
 ``train``, ``eval``, ``export``, ``benchmark`` and ``convert`` hand all their arguments to their own modules (so
