@@ -3,6 +3,7 @@
     sam-lite predict IMAGE "red car" [-o overlay.png] [--json] [--threshold 0.5] [--checkpoint DIR]
     sam-lite predict IMAGE [PROMPT] --point X,Y[,LABEL] ... | --box X0,Y0,X1,Y1 | --exemplar X0,Y0,X1,Y1 ...
     sam-lite demo [--host 127.0.0.1] [--port 7860] [--checkpoint DIR]
+    sam-lite predict ... --device auto|cpu|cuda|mps   # also demo, train, eval, eval-boxes, export, benchmark
     sam-lite train ... | eval ... | export ... | benchmark ... | convert ...
 
 ``train``, ``eval``, ``export``, ``benchmark`` and ``convert`` hand all their arguments to their own modules (so
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score threshold in [0, 1] (default: the checkpoint's calibrated threshold)")
     p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: checkpoints/sam-lite-base)")
     p.add_argument("--max-instances", type=int, default=None, help="keep at most this many instances per prompt")
+    from .device import add_device_argument
+
+    add_device_argument(p)
 
     sub.add_parser("demo", help="start the Gradio demo (see 'sam-lite demo --help')", add_help=False)
     for name, (_, _, help_text) in DELEGATES.items():
@@ -179,6 +183,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise _Fail(f"--max-instances must be >= 1, got {args.max_instances}")
     if args.output and Path(args.output).suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
         raise _Fail(f"--output must end in .png, .jpg or .webp, got {args.output!r}")
+    from .device import resolve_device
+
+    try:
+        device = resolve_device(args.device)  # fail fast: a missing GPU is one line, not a traceback
+    except ValueError as e:
+        raise _Fail(str(e)) from None
     try:
         image = load_image(args.image)  # fail fast, before the model is loaded
         if visual:  # coordinates too
@@ -189,7 +199,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _Fail(str(e)) from None
     try:
-        predictor = SamLitePredictor.from_pretrained(args.checkpoint)
+        predictor = SamLitePredictor.from_pretrained(args.checkpoint, device=device)
     except (FileNotFoundError, ValueError) as e:
         raise _Fail(f"cannot load the checkpoint: {e}") from None
     predictor.set_image(image)

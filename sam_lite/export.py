@@ -5,6 +5,7 @@ prompt (or batch of prompts). Usage::
 
     sam-lite export --checkpoint checkpoints/sam-lite-base --out exported/
     python -m sam_lite.export --checkpoint checkpoints/sam-lite-base --out exported/ [--text-encoder]
+    sam-lite export ... --device cuda   # trace on a GPU (default: the CPU); the onnxruntime check runs on the CPU
 
 Files written to ``--out``:
 
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import SamLiteConfig
+from .device import add_device_argument, module_device, resolve_device, to_device
 from .modeling import SamLiteModel
 from .modeling.attention import sine_position_encoding_2d
 from .postprocessing import instance_scores
@@ -99,7 +101,8 @@ class PromptDecoderAdapter(nn.Module):
         self.geometric = model.config.geometric_prompts
         g = model.config.image_size // 16
         self.grid = (g, g)
-        self.register_buffer("pos", sine_position_encoding_2d(g, g, model.config.d_model), persistent=False)
+        self.register_buffer("pos", sine_position_encoding_2d(g, g, model.config.d_model).to(module_device(model)),
+                             persistent=False)
         if self.use_prior:  # materialise the MiniLM embeddings of the 1,000 class names so they become a constant
             model.priors["imagenet"].class_embedding_table(self.pos)
 
@@ -109,7 +112,8 @@ class PromptDecoderAdapter(nn.Module):
         emb = embedding_from_outputs(self.model, image_tokens, pixel_features, extra, self.pos, self.grid)
         text = TextEmbedding(text_features, text_padding_mask, sentence)
         prompt = (Prompt(None, **dict(zip(GEOMETRY_KEYS, rest[n + 3:]))) if self.geometric
-                  else Prompt(None, text_valid=torch.ones(text_features.shape[0], dtype=torch.bool)))
+                  else Prompt(None, text_valid=torch.ones(text_features.shape[0], dtype=torch.bool,
+                                                           device=text_features.device)))
         # pair i with image i (explicit index: no data-dependent branch in the traced graph)
         index = torch.arange(image_tokens.shape[0], device=image_tokens.device)
         out = self.model.decode(emb, prompt, text, image_index=index)
@@ -201,7 +205,8 @@ def example_inputs(model: SamLiteModel, batch: int = 2, prompts: list[str] | Non
 def prompt_from_inputs(ex: dict[str, Tensor]) -> Prompt:
     """The :class:`Prompt` of :meth:`SamLiteModel.decode` from export inputs (text-only without visual inputs)."""
     if GEOMETRY_INPUTS[0] not in ex:
-        return Prompt(None, text_valid=torch.ones(ex["text_features"].shape[0], dtype=torch.bool))
+        return Prompt(None, text_valid=torch.ones(ex["text_features"].shape[0], dtype=torch.bool,
+                                                  device=ex["text_features"].device))
     return Prompt(None, **{key: ex[name] for name, key in zip(GEOMETRY_INPUTS, GEOMETRY_KEYS)})
 
 
@@ -230,7 +235,9 @@ def export_onnx(model: SamLiteModel, out_dir: str | Path, opset: int = DEFAULT_O
     model.float().eval()
     cfg = model.config
     try:
-        ex = example_inputs(model, batch=2, max_points=max_points, max_exemplars=max_exemplars)
+        # traced on the model's device (sam-lite export --device); the inputs are made on the CPU, then moved
+        ex = to_device(example_inputs(model, batch=2, max_points=max_points, max_exemplars=max_exemplars),
+                       module_device(model))
         paths: dict[str, Path] = {}
 
         enc = ImageEncoderAdapter(model).eval()
@@ -251,6 +258,7 @@ def export_onnx(model: SamLiteModel, out_dir: str | Path, opset: int = DEFAULT_O
             tok = model.text_encoder.tokenizer(["a red car", "dog"], padding=True, truncation=True,
                                                max_length=cfg.max_text_tokens, return_tensors="pt")
             paths["text_encoder"] = out / TEXT_ENCODER_FILE
+            tok = to_device(dict(tok), module_device(model))
             _export(TextEncoderAdapter(model).eval(), (tok["input_ids"], tok["attention_mask"]),
                     paths["text_encoder"], ["input_ids", "attention_mask"], ["text_features", "sentence"],
                     {n: {0: "batch", 1: "text_tokens"} for n in ["input_ids", "attention_mask", "text_features"]}
@@ -331,12 +339,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="visual prompts (geometric_prompts checkpoints): points per prompt, fixed in the graph")
     ap.add_argument("--max-exemplars", type=int, default=DEFAULT_MAX_EXEMPLARS,
                     help="visual prompts: exemplar boxes per prompt, fixed in the graph")
+    add_device_argument(ap, default="cpu", help_extra=" (the device the graphs are traced on; the check against "
+                                                      "onnxruntime runs on the CPU)")
     args = ap.parse_args(argv)
     if args.max_points < 1 or args.max_exemplars < 1:
         print("error: --max-points and --max-exemplars must be >= 1", file=sys.stderr)
         return 2
     try:
-        model = SamLiteModel.from_pretrained(args.checkpoint)
+        device = resolve_device(args.device)
+        model = SamLiteModel.from_pretrained(args.checkpoint).to(device)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -345,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, p in paths.items():
         print(f"{key}: {p}")
     if not args.no_verify:
+        model.to("cpu")  # onnxruntime runs on the CPU; compare with PyTorch there
         err = verify_onnx(model, paths, max_points=args.max_points, max_exemplars=args.max_exemplars)
         print("max abs difference onnxruntime vs PyTorch: " + ", ".join(f"{k} {v:.2e}" for k, v in err.items()))
         bad = sorted(k for k, v in err.items() if not v <= VERIFY_ATOL)
@@ -358,9 +370,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_pytorch(model: SamLiteModel, ex: dict[str, Tensor]) -> dict[str, Tensor]:
     """The PyTorch reference for the exported graphs on the inputs of :func:`example_inputs`."""
     model.float().eval()
+    ex = to_device(ex, module_device(model))  # on the model's device; the answers come back on the CPU
     emb = model.encode_image(ex["pixel_values"])
     text = TextEmbedding(ex["text_features"], ex["text_padding_mask"], ex["sentence"])
-    out = model.decode(emb, prompt_from_inputs(ex), text, image_index=torch.arange(ex["pixel_values"].shape[0]))
+    out = model.decode(emb, prompt_from_inputs(ex), text,
+                       image_index=torch.arange(ex["pixel_values"].shape[0], device=ex["pixel_values"].device))
     res = {"image_tokens": emb.tokens, "pixel_features": emb.pixel_features}
     res.update({k: getattr(emb, k) for k in image_outputs(model.config)})
     res.update({k: out[k] for k in ("pred_logits", "pred_masks", "pred_boxes", "presence_logits")})
@@ -368,7 +382,7 @@ def run_pytorch(model: SamLiteModel, ex: dict[str, Tensor]) -> dict[str, Tensor]
     if "pred_iou" in out:
         res["pred_iou"] = out["pred_iou"]
     res.update({k: out[k] for k in OPTIONAL_DECODER_OUTPUTS if k in out})
-    return res
+    return to_device(res, "cpu")
 
 
 def run_onnx(paths: dict[str, Path], ex: dict[str, Tensor]) -> dict[str, "object"]:

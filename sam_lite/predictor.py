@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .config import InferenceConfig
+from .device import module_device, resolve_device, to_device
 from .modeling import SamLiteModel
 from .postprocessing import PostProcess, calibrate, instance_scores
 from .processing import ORIGINAL_SIZE_KEY, ImageMeta, SamLiteProcessor, load_image
@@ -68,18 +69,40 @@ class SamLitePredictor:
     model_class = SamLiteModel
 
     def __init__(self, model, processor: SamLiteProcessor | None = None,
-                 inference_config: InferenceConfig | None = None) -> None:
+                 inference_config: InferenceConfig | None = None, device: str | torch.device | None = None) -> None:
         self.model = model.eval()
         self.processor = processor or SamLiteProcessor.from_config(model.config)
         self.inference_config = inference_config or InferenceConfig()
         self.reset_image()
+        if device is not None:
+            self.to(device)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path | None = None) -> "SamLitePredictor":
-        """No argument: the checkpoint shipped in ``checkpoints/``. Thresholds from its ``inference_config.json``."""
+    def from_pretrained(cls, directory: str | Path | None = None,
+                        device: str | torch.device | None = None) -> "SamLitePredictor":
+        """No argument: the checkpoint shipped in ``checkpoints/``. Thresholds from its ``inference_config.json``.
+        ``device``: ``auto``, ``cpu``, ``cuda``, ``mps`` (:func:`sam_lite.device.resolve_device`; ValueError when this
+        machine lacks it); default: the CPU."""
+        if device is not None:
+            device = resolve_device(device)  # before the weights are read: a missing GPU fails fast
         directory = Path(directory or DEFAULT_CHECKPOINT)
         model = cls.model_class.from_pretrained(directory)
-        return cls(model, inference_config=InferenceConfig.load(directory))
+        return cls(model, inference_config=InferenceConfig.load(directory), device=device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model and the cached embedding live; results come back on the CPU whatever it is."""
+        return module_device(self.model)
+
+    def to(self, device: str | torch.device) -> "SamLitePredictor":
+        """Move the model (and the cached image embedding) to ``device`` (``auto`` resolves as
+        :func:`~sam_lite.device.resolve_device`). Returns self."""
+        device = resolve_device(device)
+        self.model.to(device)
+        if self._embedding is not None:
+            self._embedding = to_device(self._embedding, device)
+            self._pixel_values = self._pixel_values.to(device)
+        return self
 
     def reset_image(self) -> None:
         self._embedding: ImageEmbedding | None = None
@@ -123,7 +146,7 @@ class SamLitePredictor:
         if resized.ndim != 4 or resized.shape[:2] != (1, 3) or max(resized.shape[-2:]) != self.processor.image_size:
             raise ValueError(f"set_torch_image needs [1, 3, h, w] with longest side {self.processor.image_size}, got "
                              f"{tuple(resized.shape)}")
-        self._pixel_values = self.model.preprocess(resized)
+        self._pixel_values = self.model.preprocess(resized.to(self.device))
         self._embedding = self.model.encode_image(self._pixel_values)
         self._meta = ImageMeta(tuple(int(v) for v in original_size), tuple(resized.shape[-2:]),
                                self.processor.image_size)
@@ -138,8 +161,11 @@ class SamLitePredictor:
         if output_attentions and not self._embedding.encoder_attentions:
             # the encoder's self-attention weights are only materialised when someone wants to look at them
             self._embedding = self.model.encode_image(self._pixel_values, output_attentions=True)
+        device = self.device
+        prompt = prompt.to(device)
         text = self.model.encode_prompt(prompt)
-        return self.model.decode(self._embedding, prompt, text, torch.zeros(len(prompt), dtype=torch.long),
+        return self.model.decode(self._embedding, prompt, text, torch.zeros(len(prompt), dtype=torch.long,
+                                                                            device=device),
                                  output_attentions=output_attentions)
 
     @torch.inference_mode()
@@ -168,7 +194,7 @@ class SamLitePredictor:
             batch = Prompt.from_rows(prompts, [row])
         else:
             batch = Prompt(prompts)
-        out = self.predict_torch(batch, output_attentions=return_attention)
+        out = to_device(self.predict_torch(batch, output_attentions=return_attention), "cpu")  # post-processing: CPU
         raw, presence = instance_scores(out)
         scores = calibrate(raw, policy.config.score_calibration)  # what a score means: P(right), when calibrated
         one_object = visual is not None and "exemplars" not in visual

@@ -75,6 +75,6 @@ def checkpoint_family(directory: str | Path) -> ModelFamily:
         raise ValueError(f"{path}: {e}") from e
 
 
-def load_predictor(directory: str | Path):
-    """The predictor of the checkpoint's family, loaded from ``directory``."""
-    return checkpoint_family(directory).predictor_class.from_pretrained(directory)
+def load_predictor(directory: str | Path, device=None):
+    """The predictor of the checkpoint's family, loaded from ``directory`` (onto ``device``; default the CPU)."""
+    return checkpoint_family(directory).predictor_class.from_pretrained(directory, device=device)

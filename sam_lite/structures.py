@@ -102,8 +102,10 @@ class Prompt:
                 raise ValueError("a Prompt without text strings needs text_valid")
             return
         self.text = [t if isinstance(t, str) else "" for t in self.text]
-        nonempty = torch.tensor([bool(t.strip()) for t in self.text], dtype=torch.bool)
-        self.text_valid = nonempty if self.text_valid is None else nonempty & self.text_valid.cpu().bool()
+        # on the device of a given text_valid (Prompt.to keeps it there), else the CPU
+        device = self.text_valid.device if self.text_valid is not None else None
+        nonempty = torch.tensor([bool(t.strip()) for t in self.text], dtype=torch.bool, device=device)
+        self.text_valid = nonempty if self.text_valid is None else nonempty & self.text_valid.bool()
 
     def __len__(self) -> int:
         return self.text_valid.shape[0]

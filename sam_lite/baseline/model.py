@@ -103,7 +103,8 @@ class ClipSegBaseline(PreTrainedModel):
         if image_index is None:
             if n_img not in (p, 1):
                 raise ValueError(f"{p} prompts cannot be paired with {n_img} images without an image_index")
-            image_index = torch.arange(p) if n_img == p else torch.zeros(p, dtype=torch.long)
+            image_index = (torch.arange(p, device=sentence.device) if n_img == p
+                           else torch.zeros(p, dtype=torch.long, device=sentence.device))
         f4, f8, f16 = (features[k][image_index] for k in ("f4", "f8", "f16"))
         s = sentence.to(f16.dtype)
         s = s + self.text_mlp(s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..device import to_device
 from ..postprocessing import boxes_from_masks
 from ..predictor import PredictionResult, SamLitePredictor
 from .model import ClipSegBaseline
@@ -25,7 +26,9 @@ class BaselinePredictor(SamLitePredictor):
         if not self.is_image_set:
             raise ValueError("no image set: call set_image(image) before predict(prompt)")
         sentence = self.model.encode_text(prompts)
-        return self.model.decode(self._embedding, sentence, torch.zeros(len(prompts), dtype=torch.long))
+        device = self.device
+        return self.model.decode(self._embedding, sentence.to(device),
+                                 torch.zeros(len(prompts), dtype=torch.long, device=device))
 
     @torch.inference_mode()
     def predict(self, prompt: str | list[str], score_threshold: float = 0.5, mask_threshold: float = 0.5,
@@ -43,7 +46,7 @@ class BaselinePredictor(SamLitePredictor):
             raise ValueError("no prompt given")
         if not 0.0 <= float(score_threshold) <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        out = self.predict_torch(prompts)
+        out = to_device(self.predict_torch(prompts), "cpu")
         presence = out["presence_logits"].float().sigmoid()
         probs = self.processor.postprocess_masks(out["semantic_logits"].float(), self._meta).sigmoid()  # [P, H, W]
         h, w = self._meta.original_size

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..device import add_device_argument, resolve_device
 from .children import child_main, run_child
 from .common import DEFAULT_MD, log
 from .others import bench_clipseg, bench_sam
@@ -54,6 +55,9 @@ def parse_args(argv):
     ap.add_argument("--out", default=str(DEFAULT_MD), help="markdown report (a .json is written next to it)")
     ap.add_argument("--no-write", action="store_true", help="print the report instead of writing it")
     ap.add_argument("--render-only", metavar="JSON", help="measure nothing: rewrite --out from a saved results JSON")
+    add_device_argument(ap, default="cpu", help_extra=" (default cpu: the report compares CPUs; on another device "
+                                                      "the CPU-only parts are skipped: onnx, memory, train, "
+                                                      "alt-threads)")
     ap.add_argument("--child", choices=["inference", "train-bf16", "train-fp32"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.image_sizes = [int(s) for s in str(args.image_sizes).split(",") if s.strip()]
@@ -66,6 +70,13 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.device != "cpu":  # onnxruntime, RSS and the training children measure the CPU
+        args.skip |= {"onnx", "memory", "train", "alt-threads"}
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -103,7 +114,7 @@ def _main(args, argv, t_start, other) -> int:
            "python": platform.python_version(), "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg(),
            "weights": f"checkpoint {args.checkpoint}" if args.checkpoint else "random (no trained checkpoint yet)",
            "git": _git_revision(), "image": image_name, "image_size": list(image.size), "batch": args.batch,
-           "train_warmup": args.train_warmup}
+           "train_warmup": args.train_warmup, "device": args.device}
     log(f"[env] {env['cpu_model']}, {env['cpu_count']} cores, {env['threads']} torch threads, "
         f"load {env['loadavg_start']}")
     R: dict = {"env": env}

@@ -225,7 +225,7 @@ def bench_ours(model, image, args, trained: bool) -> dict:
 
     res = {"config": model.config.to_dict(), "params": model.num_parameters(),
            "trainable_tensors": sum(1 for p in model.parameters() if p.requires_grad)}
-    pred = SamLitePredictor(model)
+    pred = SamLitePredictor(model, device=getattr(args, "device", None))  # --device: the model moves there
     pred.set_image(image)
     res["score_threshold"] = calibrate_threshold(pred, trained)
     thr = res["score_threshold"]

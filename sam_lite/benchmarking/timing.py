@@ -7,10 +7,18 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from .common import ROOT
+
+
+def _synchronize() -> None:
+    """--device cuda: wait for the kernels, not just their launch (nothing on the CPU)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def timeit(fn, runs: int, warmup: int, before=None) -> dict:
@@ -25,6 +33,7 @@ def timeit(fn, runs: int, warmup: int, before=None) -> dict:
             before()
         t = time.perf_counter()
         fn()
+        _synchronize()
         times.append((time.perf_counter() - t) * 1e3)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "runs": runs,
             "warmup": warmup}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..device import add_device_argument, resolve_device
 from ..predictor import DEFAULT_CHECKPOINT, SamLitePredictor
 from .events import ASK, QUIET, WARN, listen
 from .service import MAX_PROMPT_CHARS, SegmentationService, readable_upload_errors
@@ -248,11 +249,17 @@ def main(argv: list[str] | None = None, prog: str = "sam-lite demo") -> int:
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
                         help=f"checkpoint directory (default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--concurrency", type=int, default=2, help="requests worked on at once (default 2)")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ckpt = Path(args.checkpoint)
     if not ckpt.is_dir():
         print(f"error: checkpoint directory not found: {ckpt}\n"
@@ -260,12 +267,12 @@ def main(argv: list[str] | None = None, prog: str = "sam-lite demo") -> int:
               f"model.safetensors.", file=sys.stderr)
         return 2
     try:
-        predictor = SamLitePredictor.from_pretrained(ckpt)
+        predictor = SamLitePredictor.from_pretrained(ckpt, device=device)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: cannot load checkpoint {ckpt}: {e}", file=sys.stderr)
         return 2
     port = args.port or free_port(args.host)
-    print(f"sam-lite demo on http://{args.host}:{port}  (checkpoint {ckpt}; Ctrl+C stops it)", flush=True)
+    print(f"sam-lite demo on http://{args.host}:{port}  (checkpoint {ckpt}, {device}; Ctrl+C stops it)", flush=True)
     try:
         serve(predictor, args.host, port, block=True, concurrency=args.concurrency)
     except OSError as e:

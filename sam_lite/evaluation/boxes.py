@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from ..device import add_device_argument
 from .calibration import reliability
 from .opening import open_dataset_and_predictor
 from .instance_matching import prf_from_counts
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presence-threshold", type=float, default=None, help="default: the checkpoint's")
     ap.add_argument("--negatives", type=int, default=3, help="absent categories prompted per photo")
     ap.add_argument("--threads", type=int, default=None)
+    add_device_argument(ap)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None and not 0.0 <= v <= 1.0:
             print(f"error: --{name.replace('_', '-')} must be in [0, 1], got {v}", file=sys.stderr)
             return 2
-    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads)
+    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads, args.device)
     if opened is None:
         return 1
     coco, predictor = opened

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from .metrics import DEFAULT_THRESHOLDS, PROMPT_TYPES, SegmentationMetrics
+from ..device import add_device_argument
 from .opening import open_dataset_and_predictor
 
 TABLE_COLUMNS = [("n", "n"), ("gIoU", "gIoU"), ("cIoU", "cIoU"), ("presence_acc", "pres.acc"), ("IL_MCC", "IL-MCC"),
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ap-min-score", type=float, default=0.05,
                     help="predictions scoring below this are not kept for AP (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_device_argument(ap)
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -195,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_images is not None and args.max_images < 1:
         print(f"error: --max-images must be >= 1, got {args.max_images}", file=sys.stderr)
         return 2
-    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads)
+    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads, args.device)
     if opened is None:
         return 1
     coco, predictor = opened  # the checkpoint's model type says which predictor
@@ -225,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ap_min_score=args.ap_min_score, compute_ap=not args.no_ap, progress=not args.quiet)
     result.update({"checkpoint": str(args.checkpoint), "model_type": predictor.model.model_type,
                    "data": str(args.data), "split": args.split, "subset": args.subset, "max_images": args.max_images,
-                   "half": args.half, "seed": args.seed,
+                   "half": args.half, "seed": args.seed, "device": str(predictor.device),
                    "wall_s": time.perf_counter() - t0})
     print(f"\nmetrics at score threshold {args.threshold:g} (presence threshold {args.presence_threshold:g}):")
     print(format_table(result["metrics"]))

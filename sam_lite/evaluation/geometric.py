@@ -37,6 +37,7 @@ from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
 from .instance_matching import mask_iou_matrix
+from ..device import add_device_argument
 from .opening import open_dataset_and_predictor
 
 
@@ -198,12 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="score threshold of exemplar and text answers (default: the checkpoint's)")
     ap.add_argument("--out", default=None, help="write the metrics here as JSON")
     ap.add_argument("--threads", type=int, default=None)
+    add_device_argument(ap)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
         return 2
-    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads)
+    opened = open_dataset_and_predictor(args.data, args.checkpoint, args.threads, args.device)
     if opened is None:
         return 1
     coco, predictor = opened

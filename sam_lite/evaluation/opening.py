@@ -8,16 +8,19 @@ import sys
 import torch
 
 
-def open_dataset_and_predictor(data: str, checkpoint: str, threads: int | None = None):
-    """-> (CocoConcepts, predictor), or None after printing ``error: ...`` (missing or malformed data or
-    checkpoint)."""
+def open_dataset_and_predictor(data: str, checkpoint: str, threads: int | None = None, device: str | None = None):
+    """-> (CocoConcepts, predictor on ``device``), or None after printing ``error: ...`` (missing or malformed
+    data or checkpoint, a device this machine lacks). ``device``: ``auto``, ``cpu``, ``cuda``, ``mps``; None: the
+    CPU."""
     from ..data import CocoConcepts
+    from ..device import resolve_device
     from ..registry import load_predictor
 
     if threads:
         torch.set_num_threads(threads)
     try:
-        return CocoConcepts(data), load_predictor(checkpoint)
+        device = resolve_device(device) if device is not None else None  # first: a missing GPU fails fast
+        return CocoConcepts(data), load_predictor(checkpoint, device=device)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return None

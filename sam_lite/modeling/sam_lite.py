@@ -91,17 +91,20 @@ class SamLiteModel(PreTrainedModel):
         learned "no text" token)."""
         if not isinstance(prompt, Prompt):
             prompt = Prompt(list(prompt))
+        device = self.text_proj[0].weight.device  # the text encoder may answer on the CPU (ONNX Runtime, its cache)
         valid = prompt.text_valid.tolist()
         if all(valid) or not prompt.is_geometric:
-            enc = self.text_encoder(prompt.text)
+            enc = {k: v.to(device) for k, v in self.text_encoder(prompt.text).items()}
             return TextEmbedding(enc["features"], enc["padding_mask"], enc["sentence"])
         p, dim = len(prompt), self.config.text_dim
         if not any(valid):
-            return TextEmbedding(torch.zeros(p, 1, dim), torch.ones(p, 1, dtype=torch.bool), torch.zeros(p, dim))
-        enc = self.text_encoder([t for t, v in zip(prompt.text, valid) if v])
-        rows = prompt.text_valid.nonzero()[:, 0]
+            return TextEmbedding(torch.zeros(p, 1, dim, device=device), torch.ones(p, 1, dtype=torch.bool,
+                                                                                    device=device),
+                                 torch.zeros(p, dim, device=device))
+        enc = {k: v.to(device) for k, v in self.text_encoder([t for t, v in zip(prompt.text, valid) if v]).items()}
+        rows = prompt.text_valid.nonzero()[:, 0].to(device)
         t = enc["features"].shape[1]
-        text = TextEmbedding(enc["features"].new_zeros(p, t, dim), torch.ones(p, t, dtype=torch.bool),
+        text = TextEmbedding(enc["features"].new_zeros(p, t, dim), torch.ones(p, t, dtype=torch.bool, device=device),
                              enc["sentence"].new_zeros(p, dim))
         text.features[rows], text.padding_mask[rows], text.sentence[rows] = (enc["features"], enc["padding_mask"],
                                                                            enc["sentence"])
@@ -114,7 +117,7 @@ class SamLiteModel(PreTrainedModel):
         without text are masked and the learned "no text" token stands in for them (masked where there is text).
         The geometry tokens pool exemplar appearance from the prompt-independent image tokens (before priors and
         fusion)."""
-        tokens = self.text_proj(text.features.to(image.tokens.dtype))
+        tokens = self.text_proj(text.features.to(image.tokens.device, image.tokens.dtype))
         padding = text.padding_mask.to(tokens.device)
         if not prompt.is_geometric:
             return tokens, padding
@@ -138,7 +141,9 @@ class SamLiteModel(PreTrainedModel):
         default only when gradients are enabled; inference reads the last layer alone."""
         p, n_img = text.features.shape[0], len(image)  # (tensor sizes: traced as such by the ONNX export)
         if image_index is None:
-            image_index = torch.arange(p) if n_img == p else torch.zeros(p, dtype=torch.long)
+            device = image.tokens.device
+            image_index = (torch.arange(p, device=device) if n_img == p
+                           else torch.zeros(p, dtype=torch.long, device=device))
         if len(image_index) != p:
             raise ValueError(f"{p} prompts cannot be paired with {n_img} images by an image_index of length "
                              f"{len(image_index)}")

@@ -122,6 +122,8 @@ class TextEncoder(nn.Module):
         if session is not None:
             hidden = session(enc["input_ids"], enc["attention_mask"])  # [P, T, 384]
         else:
+            device = next(self.bert.parameters()).device
+            enc = {k: v.to(device) for k, v in enc.items()}  # the tokenizer answers on the CPU
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
                 hidden = self.bert(**enc).last_hidden_state  # [P, T, 384]
         m = enc["attention_mask"].to(hidden.dtype)
@@ -148,9 +150,11 @@ class TextEncoder(nn.Module):
             for p in prompts:
                 self._cache.move_to_end(p)
         items = [fresh[p] if p in fresh else self._cache[p] for p in prompts]
+        device = items[0][0].device  # cached entries may predate a move to another device
+        items = [(tok.to(device), sen.to(device)) for tok, sen in items]
         t = max(x[0].shape[0] for x in items)
         feats = items[0][0].new_zeros(len(items), t, items[0][0].shape[-1])
-        pad = torch.ones(len(items), t, dtype=torch.bool)
+        pad = torch.ones(len(items), t, dtype=torch.bool, device=device)
         for i, (tok, _) in enumerate(items):
             feats[i, : tok.shape[0]] = tok
             pad[i, : tok.shape[0]] = False

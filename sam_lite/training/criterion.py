@@ -49,7 +49,8 @@ def projection_loss(logits: Tensor, boxes: Tensor) -> Tensor:
 
 def _has_mask(t: dict[str, Tensor]) -> Tensor:
     """[n] bool: which instances of a target have a mask (default: all)."""
-    return t["has_mask"] if "has_mask" in t else torch.ones(t["boxes"].shape[0], dtype=torch.bool)
+    return t["has_mask"] if "has_mask" in t else torch.ones(t["boxes"].shape[0], dtype=torch.bool,
+                                                                              device=t["boxes"].device)
 
 
 class SetCriterion(nn.Module):
@@ -163,7 +164,7 @@ class SetCriterion(nn.Module):
         ``ConceptSegmentationDataset``), used when ``outputs`` holds ``concept_logits``."""
         n = float(sum(t["boxes"].shape[0] for t in targets))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([n])
+            t = torch.tensor([n], device=outputs["pred_logits"].device)  # nccl reduces CUDA tensors only
             torch.distributed.all_reduce(t)
             n = t.item() / torch.distributed.get_world_size()
         n = max(n, 1.0)

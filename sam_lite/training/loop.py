@@ -1,4 +1,4 @@
-"""One optimiser step, and the loss plot of a run."""
+"""One optimiser step, moving a batch to the training device, and the loss plot of a run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,22 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ..device import to_device
+
+# the collated batch's fields that hold tensors (sam_lite.data.collate); the rest (prompt strings, ids) stay as they are
+BATCH_TENSOR_KEYS = ("images", "image_index", "prompt", "targets", "dense_labels", "dense_allowed")
+
+
+def move_batch(batch: dict, device: torch.device | str) -> dict:
+    """A collated batch on ``device``: the images, image_index, the :class:`Prompt`, the targets (a list of dicts of
+    tensors), dense_labels and dense_allowed. Non-blocking from pinned memory on CUDA; on the CPU the batch
+    itself."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return batch
+    non_blocking = device.type == "cuda"
+    return {k: (to_device(v, device, non_blocking) if k in BATCH_TENSOR_KEYS else v) for k, v in batch.items()}
 
 
 def train_step(model, core, objective, batch: dict, optimizer, scheduler, autocast=None,

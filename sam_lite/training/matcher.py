@@ -65,11 +65,12 @@ class HungarianMatcher(nn.Module):
         [n,H,W] (bool or float at [h,w]), boxes [n,4] normalised cxcywh and optionally has_mask [n] (False: a
         box-only instance, its mask the filled box: its mask costs are those of the box's projections). Returns B
         (query_idx, target_idx)."""
-        out = []
+        out, device = [], outputs["pred_logits"].device  # the indices live where the outputs do
         for b, t in enumerate(targets):
             n = t["boxes"].shape[0]
             if n == 0:
-                out.append((torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)))
+                out.append((torch.empty(0, dtype=torch.long, device=device),
+                            torch.empty(0, dtype=torch.long, device=device)))
                 continue
             logits = outputs["pred_logits"][b].float()
             prob = logits.sigmoid()
@@ -96,5 +97,6 @@ class HungarianMatcher(nn.Module):
             c = (self.cost_class * c_class + self.cost_mask * c_mask + self.cost_dice * c_dice
                  + self.cost_bbox * c_bbox + self.cost_giou * c_giou)
             i, j = linear_sum_assignment(c.cpu().numpy())
-            out.append((torch.as_tensor(i, dtype=torch.long), torch.as_tensor(j, dtype=torch.long)))
+            out.append((torch.as_tensor(i, dtype=torch.long, device=device),
+                        torch.as_tensor(j, dtype=torch.long, device=device)))
         return out
