@@ -193,3 +193,29 @@ def test_sigkill_mid_training_then_resume(data_dir, tmp_path):
     steps = [r["step"] for r in _log(out)]
     assert steps == list(range(1, saved + 3))  # continued from the saved step; nothing repeated or lost
     assert torch.load(out / "last" / STATE_NAME, weights_only=True)["step"] == saved + 2
+
+
+def test_fine_tuning_keeps_the_concept_vocabulary_and_adds_the_new_names(data_dir, tmp_path):
+    """--init-from on a dataset with a new concept: the concept map keeps the checkpoint's names and appends the new
+    one (its dense labels index the grown vocabulary), so the old concepts stay promptable."""
+    from sam_lite import SamLiteModel
+    from sam_lite.data import CocoConcepts, ConceptSegmentationDataset
+
+    base = ["--batch-size", "2", "--prompts-per-image", "2", "--workers", "0", "--threads", "1", "--save-every", "2",
+            "--warmup-steps", "1", "--steps", "1"]
+    _train([*base, "--data", data_dir, "--config", "tiny", "--out", tmp_path / "old"])
+    old = SamLiteModel.from_pretrained(tmp_path / "old" / "final").config.concept_names
+    new_data = write_tiny_coco(tmp_path / "balloons", n_images=6)
+    ann = json.loads((new_data / "annotations.json").read_text())
+    ann["categories"][1]["name"] = "balloon"  # the round things are balloons now
+    (new_data / "annotations.json").write_text(json.dumps(ann))
+    _train([*base, "--data", new_data, "--init-from", tmp_path / "old" / "final", "--out", tmp_path / "new"])
+    grown = SamLiteModel.from_pretrained(tmp_path / "new" / "final").config.concept_names
+    assert grown == old + ["balloon"] and "sports ball" in old
+    coco = CocoConcepts(new_data)
+    item = ConceptSegmentationDataset(coco, coco.image_ids, 64, vocabulary=grown, augment=False)[0]
+    assert item["dense_allowed"].shape == (len(grown) + 1,)
+    labelled = item["dense_labels"][item["dense_labels"] >= 0].unique().tolist()
+    assert grown.index("balloon") in labelled and grown.index("sports ball") not in labelled
+    with pytest.raises(ValueError, match="lacks the dataset's concepts"):
+        ConceptSegmentationDataset(coco, coco.image_ids, 64, vocabulary=old)

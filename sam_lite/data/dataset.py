@@ -47,7 +47,10 @@ class ConceptSegmentationDataset(Dataset):
     def __init__(self, coco: CocoConcepts, image_ids: list[int], image_size: int, prompts_per_image: int = 4,
                  negative_fraction: float = 0.25, colour_fraction: float = 0.35, copy_paste_prob: float = 0.5,
                  recolour_prob: float = 0.4, scale_range: tuple[float, float] = (0.3, 1.6), augment: bool = True,
-                 cache_images: bool = True, seed: int = 0, geometric_fraction: float = 0.0) -> None:
+                 cache_images: bool = True, seed: int = 0, geometric_fraction: float = 0.0,
+                 vocabulary: list[str] | None = None) -> None:
+        """``vocabulary``: the concept map's names the dense labels index (default: the dataset's own; a fine-tuned
+        model's grown vocabulary: the dataset's concepts where they are, every other name only "allowed")."""
         if not image_ids:
             raise ValueError("no images to train on (empty split or all images skipped)")
         self.coco, self.image_ids, self.size = coco, list(image_ids), image_size
@@ -57,6 +60,10 @@ class ConceptSegmentationDataset(Dataset):
         if not 0.0 <= geometric_fraction <= 1.0:
             raise ValueError(f"geometric_fraction must be in [0, 1], got {geometric_fraction}")
         self.geo_frac = geometric_fraction
+        self.vocabulary = list(vocabulary) if vocabulary else list(coco.vocabulary)
+        missing = sorted(set(coco.vocabulary) - set(self.vocabulary))
+        if missing:
+            raise ValueError(f"the concept map's vocabulary lacks the dataset's concepts {missing[:5]}")
         self.cache_images = cache_images
         self.max_side = int(image_size * scale_range[1])
         self._cache: dict[int, tuple] = {}
@@ -129,7 +136,7 @@ class ConceptSegmentationDataset(Dataset):
             masks, names = masks[keep], [names[i] for i in keep]
         else:
             inside = None
-        vocab = self.coco.vocabulary
+        vocab = self.vocabulary
         index = {n: i for i, n in enumerate(vocab)}
         h, w = masks.shape[-2] // DENSE_STRIDE, masks.shape[-1] // DENSE_STRIDE
         pool = lambda m: F.adaptive_avg_pool2d(m.float()[None], (h, w))[0]  # noqa: E731 - coverage per cell

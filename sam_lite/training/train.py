@@ -113,8 +113,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
     """The model of ``args.model`` from ``args.config`` (a preset name or a config.json path). sam-lite: the concept
-    map's softmax runs over the dataset's own concepts, ``--backbone`` overrides the config's, and a geometric
-    fraction > 0 turns on the visual-prompt modules."""
+    map's softmax runs over the dataset's own concepts; a fine-tune (``--init-from``) keeps the checkpoint's concept
+    names and adds the dataset's new ones (the map's weights do not depend on the vocabulary, only its name
+    embeddings do); ``--backbone`` overrides the config's, and a geometric fraction > 0 turns on the visual-prompt
+    modules."""
     family = model_family(args.model)
     config_class = family.config_class
     if args.config.endswith(".json"):
@@ -127,7 +129,8 @@ def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
         raise ValueError(f"--config {args.config!r}: {args.model} has no presets; give a config.json path")
     if args.model == "sam_lite":
         if cfg.concept_map and vocabulary:
-            cfg.concept_names = list(vocabulary)
+            known = list(cfg.concept_names) if getattr(args, "init_from", None) else []
+            cfg.concept_names = list(dict.fromkeys(known + list(vocabulary)))
         if args.backbone:
             cfg.backbone = args.backbone
         if getattr(args, "geometric_fraction", 0.0) > 0:
@@ -184,7 +187,8 @@ def main(argv=None) -> Path:
     dataset = ConceptSegmentationDataset(coco, train_ids, core.config.image_size,
                                          prompts_per_image=args.prompts_per_image, seed=args.seed,
                                          scale_range=tuple(args.scale_range),
-                                         geometric_fraction=args.geometric_fraction)
+                                         geometric_fraction=args.geometric_fraction,
+                                         vocabulary=getattr(core.config, "concept_names", None) or None)
     sample_weights = [coco.sample_weight(i) for i in train_ids] if args.sampling == "labelled" else None
     n_epoch = max(1, round(sum(sample_weights))) if sample_weights is not None else len(train_ids)
     per_epoch = max(1, n_epoch // (args.batch_size * world))
