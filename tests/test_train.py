@@ -219,3 +219,28 @@ def test_fine_tuning_keeps_the_concept_vocabulary_and_adds_the_new_names(data_di
     assert grown.index("balloon") in labelled and grown.index("sports ball") not in labelled
     with pytest.raises(ValueError, match="lacks the dataset's concepts"):
         ConceptSegmentationDataset(coco, coco.image_ids, 64, vocabulary=old)
+
+
+def test_two_datasets_train_together_with_mixing_weights(data_dir, tmp_path):
+    """--data NEW OLD --data-weights: a replay mixture; every dataset's concepts in the concept map, batches drawn
+    from both in proportion, bad weights one clear error."""
+    from sam_lite import SamLiteModel
+    from sam_lite.data import CocoConcepts, ConceptSegmentationDataset, DatasetMixture
+
+    new_data = write_tiny_coco(tmp_path / "balloons", n_images=6, seed=3)
+    ann = json.loads((new_data / "annotations.json").read_text())
+    ann["categories"][1]["name"] = "balloon"
+    (new_data / "annotations.json").write_text(json.dumps(ann))
+    _train(["--data", new_data, data_dir, "--data-weights", "0.5", "0.5", "--out", tmp_path / "mix", "--steps", 2,
+            *COMMON])
+    names = SamLiteModel.from_pretrained(tmp_path / "mix" / "final").config.concept_names
+    assert "balloon" in names and "sports ball" in names
+    a, b = CocoConcepts(new_data), CocoConcepts(data_dir)
+    mix = DatasetMixture([ConceptSegmentationDataset(c, c.image_ids, 64, vocabulary=names) for c in (a, b)],
+                         [3.0, 1.0])
+    assert len(mix) == len(a.image_ids) + len(b.image_ids) and mix.locate(len(a.image_ids)) == (1, 0)
+    w = mix.sample_weights([[1.0] * len(a.image_ids), [1.0] * len(b.image_ids)])
+    assert sum(w[:len(a.image_ids)]) == pytest.approx(0.75) and sum(w) == pytest.approx(1.0)
+    assert mix[(len(a.image_ids), 0)]["image_id"] == b.image_ids[0]
+    with pytest.raises(SystemExit):
+        _train(["--data", new_data, data_dir, "--data-weights", "1", "--out", tmp_path / "x", "--steps", 1, *COMMON])

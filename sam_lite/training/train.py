@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data import CocoConcepts, ConceptSegmentationDataset, collate
+from ..data import CocoConcepts, ConceptSegmentationDataset, DatasetMixture, collate
 from ..device import add_device_argument, resolve_device
 from ..registry import MODEL_FAMILIES, model_family
 from .checkpointing import find_resume_dir, init_from_checkpoint, load_resume_state, save_checkpoint, trim_log
@@ -37,7 +37,11 @@ from .sampling import EpochBatchSampler, lr_factor
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="sam-lite train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="../shared/data/coco_mini", help="COCO-format dataset directory")
+    p.add_argument("--data", nargs="+", default=["../shared/data/coco_mini"], metavar="DIR",
+                   help="COCO-format dataset directory; several: train on all of them (e.g. new photos and a replay "
+                        "of the original data, so a fine-tune does not forget), mixed by --data-weights")
+    p.add_argument("--data-weights", type=float, nargs="+", default=None, metavar="W",
+                   help="with several --data: the share of each epoch's photos drawn from each (default: equal)")
     p.add_argument("--config", default=None,
                    help="preset name (tiny, small, base) or a config.json path; default: base, or the --init-from "
                         "checkpoint's config")
@@ -99,6 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--geometric-fraction needs --model sam_lite")
     if args.warmup_steps < 1 or args.save_every < 1:
         p.error("--warmup-steps and --save-every must be >= 1")
+    if args.data_weights is not None and len(args.data_weights) != len(args.data):
+        p.error(f"--data-weights needs one weight per --data directory ({len(args.data)}), got {len(args.data_weights)}")
+    if args.data_weights is not None and (min(args.data_weights) < 0 or not sum(args.data_weights) > 0):
+        p.error("--data-weights must be >= 0 and not all 0")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:
         p.error(f"--scale-range needs 0 < MIN <= MAX, got {args.scale_range}")
     if args.init_from is not None:
@@ -176,21 +184,30 @@ def main(argv=None) -> Path:
 
     # --- data ---
     try:
-        coco = CocoConcepts(args.data, partial_labels=args.partial_labels == "on")
+        cocos = [CocoConcepts(d, partial_labels=args.partial_labels == "on") for d in args.data]
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --data: {e}") from None
-    train_ids = coco.split("train")[: args.max_images]
+    splits = [coco.split("train")[: args.max_images] for coco in cocos]
     try:
-        core = build_model(args, coco.vocabulary)
+        core = build_model(args, list(dict.fromkeys(n for coco in cocos for n in coco.vocabulary)))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --config: {e}") from None
-    dataset = ConceptSegmentationDataset(coco, train_ids, core.config.image_size,
-                                         prompts_per_image=args.prompts_per_image, seed=args.seed,
-                                         scale_range=tuple(args.scale_range),
-                                         geometric_fraction=args.geometric_fraction,
-                                         vocabulary=getattr(core.config, "concept_names", None) or None)
-    sample_weights = [coco.sample_weight(i) for i in train_ids] if args.sampling == "labelled" else None
-    n_epoch = max(1, round(sum(sample_weights))) if sample_weights is not None else len(train_ids)
+    datasets = [ConceptSegmentationDataset(coco, ids, core.config.image_size,
+                                           prompts_per_image=args.prompts_per_image, seed=args.seed,
+                                           scale_range=tuple(args.scale_range),
+                                           geometric_fraction=args.geometric_fraction,
+                                           vocabulary=getattr(core.config, "concept_names", None) or None)
+                for coco, ids in zip(cocos, splits)]
+    weights = [[coco.sample_weight(i) if args.sampling == "labelled" else 1.0 for i in ids]
+               for coco, ids in zip(cocos, splits)]
+    if len(datasets) == 1:
+        dataset, sample_weights = datasets[0], (weights[0] if args.sampling == "labelled" else None)
+    else:  # one index over every dataset; each epoch draws each dataset's share
+        dataset = DatasetMixture(datasets, args.data_weights)
+        sample_weights = dataset.sample_weights(weights)
+    n_epoch = max(1, round(sum(sum(w) for w in weights))) if args.sampling == "labelled" else len(dataset)
+    if len(datasets) > 1:  # an epoch small enough that every dataset can give its share without repeating a photo
+        n_epoch = max(1, int(min(len(d) / share for d, share in zip(datasets, dataset.weights) if share > 0)))
     per_epoch = max(1, n_epoch // (args.batch_size * world))
 
     # --- model, objective, optimiser, schedule ---
