@@ -115,7 +115,8 @@ def test_init_from_fine_tunes_with_new_modules_and_frozen_prefixes(data_dir, tmp
                                             (["--resume"], "no checkpoint in"),
                                             (["--steps", "2", "--minutes", "3"], "exactly one of"),
                                             (["--scale-range", "2", "1"], "--scale-range"),
-                                            (["--config", "no-such-preset"], "unknown config preset")])
+                                            (["--config", "no-such-preset"], "unknown config preset"),
+                                            (["--split", "all", "train"], "--split needs one value")])
 def test_bad_options_are_one_clear_error(data_dir, tmp_path, capsys, extra, message):
     args = ["--data", data_dir, "--out", tmp_path / "x", *COMMON, *extra]
     if "--minutes" not in extra:
@@ -244,3 +245,26 @@ def test_two_datasets_train_together_with_mixing_weights(data_dir, tmp_path):
     assert mix[(len(a.image_ids), 0)]["image_id"] == b.image_ids[0]
     with pytest.raises(SystemExit):
         _train(["--data", new_data, data_dir, "--data-weights", "1", "--out", tmp_path / "x", "--steps", 1, *COMMON])
+
+
+def test_split_all_trains_on_the_photos_the_hash_split_holds_out(tmp_path, capsys):
+    """A dataset whose photos all fall in the id-hash 'val' split: --split train has nothing to train on (a clear
+    error), --split all trains on every photo (a dataset with its validation photos in another folder)."""
+    import zlib
+
+    from sam_lite.data import CocoConcepts
+
+    data = write_tiny_coco(tmp_path / "held-out", n_images=3, seed=5)
+    ann = json.loads((data / "annotations.json").read_text())
+    val_ids = iter(i for i in range(1, 10 ** 6) if zlib.crc32(str(i).encode()) % 100 < 15)
+    new_id = {im["id"]: next(val_ids) for im in ann["images"]}
+    for im in ann["images"]:
+        im["id"] = new_id[im["id"]]
+    for a in ann["annotations"]:
+        a["image_id"] = new_id[a["image_id"]]
+    (data / "annotations.json").write_text(json.dumps(ann))
+    assert CocoConcepts(data).split("train") == []
+    with pytest.raises((SystemExit, ValueError), match="no images to train on"):
+        _train(["--data", data, "--out", tmp_path / "a", "--steps", 1, *COMMON])
+    _train(["--data", data, "--split", "all", "--out", tmp_path / "b", "--steps", 1, *COMMON])
+    assert (tmp_path / "b" / "final" / "model.safetensors").is_file()

@@ -42,6 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "of the original data, so a fine-tune does not forget), mixed by --data-weights")
     p.add_argument("--data-weights", type=float, nargs="+", default=None, metavar="W",
                    help="with several --data: the share of each epoch's photos drawn from each (default: equal)")
+    p.add_argument("--split", nargs="+", choices=["train", "all"], default=["train"], metavar="SPLIT",
+                   help="which photos of each --data to train on (one value, or one per --data): train leaves out the "
+                        "~15 %% 'val' photos chosen by image id; all takes every photo (a dataset whose validation "
+                        "photos are in another folder, e.g. balloon's train/ and val/)")
     p.add_argument("--config", default=None,
                    help="preset name (tiny, small, base) or a config.json path; default: base, or the --init-from "
                         "checkpoint's config")
@@ -103,6 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--geometric-fraction needs --model sam_lite")
     if args.warmup_steps < 1 or args.save_every < 1:
         p.error("--warmup-steps and --save-every must be >= 1")
+    if len(args.split) not in (1, len(args.data)):
+        p.error(f"--split needs one value or one per --data directory ({len(args.data)}), got {len(args.split)}")
     if args.data_weights is not None and len(args.data_weights) != len(args.data):
         p.error(f"--data-weights needs one weight per --data directory ({len(args.data)}), got {len(args.data_weights)}")
     if args.data_weights is not None and (min(args.data_weights) < 0 or not sum(args.data_weights) > 0):
@@ -187,7 +193,8 @@ def main(argv=None) -> Path:
         cocos = [CocoConcepts(d, partial_labels=args.partial_labels == "on") for d in args.data]
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --data: {e}") from None
-    splits = [coco.split("train")[: args.max_images] for coco in cocos]
+    split_names = args.split * len(cocos) if len(args.split) == 1 else args.split
+    splits = [coco.split(name)[: args.max_images] for coco, name in zip(cocos, split_names)]
     try:
         core = build_model(args, list(dict.fromkeys(n for coco in cocos for n in coco.vocabulary)))
     except (FileNotFoundError, ValueError) as e:

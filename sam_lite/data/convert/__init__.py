@@ -26,7 +26,7 @@ with its own split is converted one folder per split and each is used on its own
 
     sam-lite convert via ../shared/data/balloon/train --category balloon --out data/balloon-train
     sam-lite convert via ../shared/data/balloon/val --category balloon --out data/balloon-val
-    sam-lite train --data data/balloon-train ...            # trains on ~85 % of train (the rest: its own check)
+    sam-lite train --data data/balloon-train --split all ... # every one of the 61 train photos
     sam-lite eval --data data/balloon-val --split all ...   # the 13 balloon val photos, never trained on
 """
 
