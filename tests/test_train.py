@@ -95,6 +95,9 @@ def test_init_from_fine_tunes_with_new_modules_and_frozen_prefixes(data_dir, tmp
     base = ["--batch-size", "2", "--prompts-per-image", "2", "--workers", "0", "--threads", "1", "--save-every", "2",
             "--warmup-steps", "1", "--steps", "2", "--data", data_dir, "--lr", "1e-3"]
     _train([*base, "--config", "tiny", "--out", tmp_path / "text"])
+    from sam_lite.config import InferenceConfig
+    policy = InferenceConfig(score_threshold=0.3, presence_threshold=0.6)
+    policy.save(tmp_path / "text" / "final" / "inference_config.json")
     _train([*base, "--init-from", tmp_path / "text" / "final", "--geometric-fraction", "0.5",
             "--freeze", "image_encoder.", "--out", tmp_path / "geo"])
     printed = capsys.readouterr().out
@@ -102,6 +105,8 @@ def test_init_from_fine_tunes_with_new_modules_and_frozen_prefixes(data_dir, tmp
     a = SamLiteModel.from_pretrained(tmp_path / "text" / "final")
     b = SamLiteModel.from_pretrained(tmp_path / "geo" / "final")
     assert b.config.geometric_prompts and not a.config.geometric_prompts
+    for d in ("final", "last"):  # the fine-tune keeps the post-processing policy it started from
+        assert InferenceConfig.load(tmp_path / "geo" / d).score_threshold == 0.3
     assert a.config.d_model == b.config.d_model  # the checkpoint's config, not the default preset
     sa, sb = a.state_dict(), b.state_dict()
     enc = [k for k in a.trainable_state_dict() if k.startswith("image_encoder.")]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..config import INFERENCE_CONFIG_NAME
+
 STATE_NAME = "training_state.pt"
 
 
@@ -24,6 +26,7 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, total_ste
     if old.exists() and last.exists():  # a kill during an earlier clean-up
         shutil.rmtree(old)
     model.save_pretrained(tmp)
+    copy_inference_config(getattr(args, "init_from", None), tmp)
     state = {"step": step, "total_steps": total_steps, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
@@ -34,6 +37,14 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, total_ste
     tmp.rename(last)
     if old.exists():
         shutil.rmtree(old)
+
+
+def copy_inference_config(source: str | Path | None, directory: Path) -> None:
+    """A fine-tune keeps the post-processing policy of the checkpoint it started from (as HF keeps
+    ``generation_config.json``): its ``inference_config.json``, if any, goes beside the new weights; re-choose the
+    thresholds on validation data afterwards (``sam-lite eval --calibrate``, ``scripts/calibrate_scores.py``)."""
+    if source is not None and (Path(source) / INFERENCE_CONFIG_NAME).is_file():
+        shutil.copyfile(Path(source) / INFERENCE_CONFIG_NAME, directory / INFERENCE_CONFIG_NAME)
 
 
 def find_resume_dir(out: Path) -> Path | None:

@@ -100,7 +100,8 @@ class SetCriterion(nn.Module):
         present = torch.tensor([float(t["boxes"].shape[0] > 0) for t in targets], device=logits.device)
         loss_presence = F.binary_cross_entropy_with_logits(outputs["presence_logits"].float(), present)
         losses = {"loss_ce": loss_ce, "loss_mask": loss_mask / num_instances, "loss_dice": loss_dice / num_instances,
-                  "loss_proj": loss_proj / num_instances, "loss_bbox": loss_bbox / num_instances, "loss_giou": loss_giou / num_instances,
+                  "loss_proj": loss_proj / num_instances, "loss_bbox": loss_bbox / num_instances,
+                  "loss_giou": loss_giou / num_instances,
                   "loss_presence": loss_presence}
         if "pred_iou" in outputs:
             losses["loss_iou"] = self._iou_loss(outputs["pred_iou"].float(), pm, targets, indices)

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from ..data import CocoConcepts, ConceptSegmentationDataset, DatasetMixture, collate
 from ..device import add_device_argument, resolve_device
 from ..registry import MODEL_FAMILIES, model_family
-from .checkpointing import find_resume_dir, init_from_checkpoint, load_resume_state, save_checkpoint, trim_log
+from .checkpointing import (copy_inference_config, find_resume_dir, init_from_checkpoint, load_resume_state,
+                            save_checkpoint, trim_log)
 from .loop import move_batch, plot_log, train_step
 from .sampling import EpochBatchSampler, lr_factor
 
@@ -110,7 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if len(args.split) not in (1, len(args.data)):
         p.error(f"--split needs one value or one per --data directory ({len(args.data)}), got {len(args.split)}")
     if args.data_weights is not None and len(args.data_weights) != len(args.data):
-        p.error(f"--data-weights needs one weight per --data directory ({len(args.data)}), got {len(args.data_weights)}")
+        p.error(f"--data-weights needs one weight per --data directory ({len(args.data)}), "
+                f"got {len(args.data_weights)}")
     if args.data_weights is not None and (min(args.data_weights) < 0 or not sum(args.data_weights) > 0):
         p.error("--data-weights must be >= 0 and not all 0")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:
@@ -300,6 +302,7 @@ def main(argv=None) -> Path:
     if rank == 0:
         log.close()
         core.save_pretrained(out / "final")
+        copy_inference_config(args.init_from, out / "final")
         plot_log(out / "log.jsonl", out / "loss.png")
         print(f"trained {step} steps in {(time.time() - t_start) / 60:.1f} min -> {out / 'final'}")
     if distributed:
