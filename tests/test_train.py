@@ -201,7 +201,7 @@ def test_sigkill_mid_training_then_resume(data_dir, tmp_path):
     assert torch.load(out / "last" / STATE_NAME, weights_only=True)["step"] == saved + 2
 
 
-def test_fine_tuning_keeps_the_concept_vocabulary_and_adds_the_new_names(data_dir, tmp_path):
+def test_fine_tuning_keeps_the_concept_vocabulary_and_adds_the_new_names(data_dir, tmp_path, capsys):
     """--init-from on a dataset with a new concept: the concept map keeps the checkpoint's names and appends the new
     one (its dense labels index the grown vocabulary), so the old concepts stay promptable."""
     from sam_lite import SamLiteModel
@@ -215,7 +215,9 @@ def test_fine_tuning_keeps_the_concept_vocabulary_and_adds_the_new_names(data_di
     ann = json.loads((new_data / "annotations.json").read_text())
     ann["categories"][1]["name"] = "balloon"  # the round things are balloons now
     (new_data / "annotations.json").write_text(json.dumps(ann))
+    capsys.readouterr()
     _train([*base, "--data", new_data, "--init-from", tmp_path / "old" / "final", "--out", tmp_path / "new"])
+    assert f"concepts: {len(old)} from the checkpoint + 1 new: balloon" in capsys.readouterr().out
     grown = SamLiteModel.from_pretrained(tmp_path / "new" / "final").config.concept_names
     assert grown == old + ["balloon"] and "sports ball" in old
     coco = CocoConcepts(new_data)

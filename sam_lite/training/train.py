@@ -156,6 +156,15 @@ def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
     return family.model_class(cfg)
 
 
+def init_vocabulary_growth(core, args: argparse.Namespace) -> list[str]:
+    """The concept names a fine-tune adds to its checkpoint's (those of ``core`` the --init-from config lacks)."""
+    try:
+        known = json.loads((Path(args.init_from) / "config.json").read_text()).get("concept_names") or []
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [n for n in getattr(core.config, "concept_names", None) or [] if n not in set(known)]
+
+
 def training_device(name: str, distributed: bool) -> torch.device:
     """--device, resolved; under torchrun a CUDA run puts each process on ``cuda:LOCAL_RANK`` (SystemExit with one
     line when this machine lacks the device)."""
@@ -227,6 +236,10 @@ def main(argv=None) -> Path:
             raise SystemExit(f"error: {e}") from None
         if rank == 0:
             print(f"init from {args.init_from}; fresh: {sorted({k.rsplit('.', 1)[0] for k in fresh}) or 'none'}")
+            names, new_names = getattr(core.config, "concept_names", None) or [], init_vocabulary_growth(core, args)
+            if names:
+                print(f"concepts: {len(names) - len(new_names)} from the checkpoint + {len(new_names)} new"
+                      f"{': ' + ', '.join(new_names[:10]) if new_names else ''}")
     frozen = [p for n, p in core.named_parameters() if n.startswith(tuple(args.freeze))]
     if args.freeze and not frozen:
         raise SystemExit(f"error: --freeze {' '.join(args.freeze)} matches no parameter name")
