@@ -47,6 +47,18 @@ def test_box_only_annotations_are_kept_and_labelled_at_box_level(box_coco):
     assert box_coco.box_annotations(3) == []  # masks everywhere else
 
 
+def test_box_labels_off_reads_the_mask_level_alone(box_coco):
+    """The ablation --box-labels off: box-only instances and box-level labels ignored; the mask level unchanged."""
+    masks_only = CocoConcepts(box_coco.root, box_labels=False)
+    for iid in box_coco.image_ids:
+        assert masks_only.box_annotations(iid) == []
+        assert masks_only.box_labelled_concepts(iid) == masks_only.labelled_concepts(iid) \
+            == box_coco.labelled_concepts(iid)
+        assert masks_only.negative_pool(iid, set(), level="box") == box_coco.negative_pool(iid, set())
+        assert masks_only.concepts_in_image(iid) == box_coco.concepts_in_image(iid)
+    assert "car" in box_coco.box_labelled_concepts(1) and "car" not in masks_only.box_labelled_concepts(1)
+
+
 def test_a_detection_dataset_without_lvis_fields_trains_at_box_level(tmp_path):
     root = _boxes_only(write_tiny_coco(tmp_path, n_images=3), {1, 2, 3}, v3_fields=False)
     coco = CocoConcepts(root)

@@ -62,9 +62,11 @@ class CocoConcepts:
     warning that gives the count (missing files, empty or invalid segmentations)."""
 
     def __init__(self, root: str | Path, annotation_file: str = "annotations.json", images_dir: str = "images",
-                 val_percent: int = 15, partial_labels: bool = True) -> None:
+                 val_percent: int = 15, partial_labels: bool = True, box_labels: bool = True) -> None:
         """``partial_labels=False`` ignores the LVIS fields (every photo counts as exhaustively labelled: an
-        ablation, wrong on partially labelled data)."""
+        ablation, wrong on partially labelled data). ``box_labels=False`` ignores what is known at box level only
+        (box-only instances, ``box_labelled_category_ids``, ``box_neg_category_ids``): the mask level alone, as
+        version 2 of coco_mini was read (an ablation)."""
         from pycocotools.coco import COCO
 
         self.root = Path(root)
@@ -81,6 +83,7 @@ class CocoConcepts:
                 raise ValueError(f"{ann_path} is not COCO format: missing list '{key}'")
         self.images_dir = self.root / images_dir
         self.partial_labels = partial_labels
+        self.box_labels = box_labels
         self.val_percent = val_percent
         skipped = {"missing image file": 0, "invalid annotation": 0}
         images = []
@@ -157,7 +160,9 @@ class CocoConcepts:
             self.not_exhaustive[iid] = set(im.get("not_exhaustive_category_ids", []) if lvis else []) \
                 & self.labelled[iid]
             self.box_labelled[iid] = (box_labelled & allowed) | self.labelled[iid]
-            if lvis and "box_neg_category_ids" in im:
+            if not self.box_labels:
+                self.box_labelled[iid], self.box_negatives[iid] = set(self.labelled[iid]), set(self.negatives[iid])
+            elif lvis and "box_neg_category_ids" in im:
                 self.box_negatives[iid] = (set(im["box_neg_category_ids"]) & self.box_labelled[iid]) | \
                     self.negatives[iid]
             else:

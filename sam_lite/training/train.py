@@ -71,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(CocoConcepts.sample_weight); uniform: every photo once per epoch")
     p.add_argument("--partial-labels", choices=["on", "off"], default="on",
                    help="off: ignore the LVIS fields, every photo counts as exhaustively labelled (an ablation)")
+    p.add_argument("--box-labels", choices=["on", "off"], default="on",
+                   help="off: ignore what is known at box level only (box-only instances and the box-level LVIS "
+                        "fields): train on the mask level alone (an ablation)")
     p.add_argument("--geometric-fraction", type=float, default=0.0,
                    help="share of the prompts that are geometric (a point, a box or an exemplar box sampled from the "
                         "instance masks); > 0 turns on the config's geometric_prompts")
@@ -201,7 +204,8 @@ def main(argv=None) -> Path:
 
     # --- data ---
     try:
-        cocos = [CocoConcepts(d, partial_labels=args.partial_labels == "on") for d in args.data]
+        cocos = [CocoConcepts(d, partial_labels=args.partial_labels == "on", box_labels=args.box_labels == "on")
+                 for d in args.data]
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --data: {e}") from None
     split_names = args.split * len(cocos) if len(args.split) == 1 else args.split
