@@ -1,6 +1,6 @@
 """Screenshot the demo (docs/demo.png) with the shipped checkpoint: headless Chromium driven by Playwright.
 
-    python scripts/screenshot_demo.py --prompt "person, sky, grass" --image examples/girls_goats_meadow.jpg --out docs/demo.png
+    python scripts/screenshot_demo.py --prompt "bus, car" --image examples/street_cars_bus.jpg --out docs/demo.png
     python scripts/screenshot_demo.py --image examples/street_cars_bus.jpg --prompt "" --click 195,345 \
         --out docs/demo-visual.png   # a visual prompt: clicks (pixels of the photo) on the prompt canvas
 """
