@@ -135,7 +135,7 @@ def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
     map's softmax runs over the dataset's own concepts; a fine-tune (``--init-from``) keeps the checkpoint's concept
     names and adds the dataset's new ones (the map's weights do not depend on the vocabulary, only its name
     embeddings do); ``--backbone`` overrides the config's, and a geometric fraction > 0 turns on the visual-prompt
-    modules."""
+    modules. Returns (model, the concept names the fine-tune added to the config's)."""
     family = model_family(args.model)
     config_class = family.config_class
     if args.config.endswith(".json"):
@@ -146,26 +146,19 @@ def build_model(args: argparse.Namespace, vocabulary: list[str] | None = None):
         cfg = config_class()
     else:
         raise ValueError(f"--config {args.config!r}: {args.model} has no presets; give a config.json path")
+    added: list[str] = []
     if args.model == "sam_lite":
         if cfg.concept_map and vocabulary:
             known = list(cfg.concept_names) if getattr(args, "init_from", None) else []
             cfg.concept_names = list(dict.fromkeys(known + list(vocabulary)))
+            added = cfg.concept_names[len(dict.fromkeys(known)):]
         if args.backbone:
             cfg.backbone = args.backbone
         if getattr(args, "geometric_fraction", 0.0) > 0:
             cfg.geometric_prompts = True  # geometric training prompts need the prompt encoder and the IoU head
             cfg.geometry_prior = args.geometry_prior == "on"
         cfg.validate()
-    return family.model_class(cfg)
-
-
-def init_vocabulary_growth(core, args: argparse.Namespace) -> list[str]:
-    """The concept names a fine-tune adds to its checkpoint's (those of ``core`` the --init-from config lacks)."""
-    try:
-        known = json.loads((Path(args.init_from) / "config.json").read_text()).get("concept_names") or []
-    except (OSError, json.JSONDecodeError):
-        return []
-    return [n for n in getattr(core.config, "concept_names", None) or [] if n not in set(known)]
+    return family.model_class(cfg), added
 
 
 def training_device(name: str, distributed: bool) -> torch.device:
@@ -211,7 +204,7 @@ def main(argv=None) -> Path:
     split_names = args.split * len(cocos) if len(args.split) == 1 else args.split
     splits = [coco.split(name)[: args.max_images] for coco, name in zip(cocos, split_names)]
     try:
-        core = build_model(args, list(dict.fromkeys(n for coco in cocos for n in coco.vocabulary)))
+        core, new_names = build_model(args, list(dict.fromkeys(n for coco in cocos for n in coco.vocabulary)))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --config: {e}") from None
     datasets = [ConceptSegmentationDataset(coco, ids, core.config.image_size,
@@ -240,7 +233,7 @@ def main(argv=None) -> Path:
             raise SystemExit(f"error: {e}") from None
         if rank == 0:
             print(f"init from {args.init_from}; fresh: {sorted({k.rsplit('.', 1)[0] for k in fresh}) or 'none'}")
-            names, new_names = getattr(core.config, "concept_names", None) or [], init_vocabulary_growth(core, args)
+            names = getattr(core.config, "concept_names", None) or []
             if names:
                 print(f"concepts: {len(names) - len(new_names)} from the checkpoint + {len(new_names)} new"
                       f"{': ' + ', '.join(new_names[:10]) if new_names else ''}")
