@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sam_lite.config import INFERENCE_CONFIG_NAME  # noqa: E402
 from sam_lite.evaluation.boxes import box_samples, evaluate_boxes  # noqa: E402
 from sam_lite.evaluation.calibration import apply_platt, fit_platt, reliability  # noqa: E402
-from sam_lite.evaluation.opening import open_dataset_and_predictor  # noqa: E402
+from sam_lite.evaluation.opening import open_dataset_and_predictor, validation_half  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if predictor.inference_config.score_calibration is not None:
         predictor.inference_config = replace(predictor.inference_config, score_calibration=None)  # fit raw scores
     ids = coco.split("val")
-    halves = {"first": ids[0::2][: args.max_images], "second": ids[1::2][: args.max_images]}
+    halves = {h: validation_half(ids, h)[: args.max_images] for h in ("first", "second")}
     pt = predictor.inference_config.presence_threshold
     pairs = {h: evaluate_boxes(predictor, box_samples(coco, i), 0.5, pt, progress=False)["pairs"]
              for h, i in halves.items()}

@@ -33,7 +33,7 @@ from torchvision.ops import box_iou
 
 from ..device import add_device_argument
 from .calibration import reliability
-from .opening import open_dataset_and_predictor
+from .opening import open_dataset_and_predictor, validation_half
 from .instance_matching import prf_from_counts
 
 SIZES = {"small": (0, 32 ** 2), "medium": (32 ** 2, 96 ** 2), "large": (96 ** 2, float("inf"))}
@@ -193,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if opened is None:
         return 1
     coco, predictor = opened
-    ids = coco.split(args.split)
-    if args.half is not None:
-        ids = ids[0::2] if args.half == "first" else ids[1::2]
-    ids = ids[: args.max_images]
+    ids = validation_half(coco.split(args.split), args.half)[: args.max_images]
     policy = predictor.inference_config
     t = policy.score_threshold if args.threshold is None else args.threshold
     pt = policy.presence_threshold if args.presence_threshold is None else args.presence_threshold

@@ -25,7 +25,7 @@ import torch
 
 from .metrics import DEFAULT_THRESHOLDS, PROMPT_TYPES, SegmentationMetrics
 from ..device import add_device_argument
-from .opening import open_dataset_and_predictor
+from .opening import open_dataset_and_predictor, validation_half
 
 TABLE_COLUMNS = [("n", "n"), ("gIoU", "gIoU"), ("cIoU", "cIoU"), ("presence_acc", "pres.acc"), ("IL_MCC", "IL-MCC"),
                  ("AP", "AP"), ("AP50", "AP50"), ("F1_50", "F1@.5")]
@@ -209,8 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     image_ids = coco.split(args.split)
     if args.subset == "full":
         image_ids = [i for i in image_ids if coco.is_fully_labelled(i)]
-    if args.half is not None:  # alternate photos in id order, so both halves hold stuff-labelled photos
-        image_ids = image_ids[0::2] if args.half == "first" else image_ids[1::2]
+    image_ids = validation_half(image_ids, args.half)
     if args.max_images is not None:
         image_ids = image_ids[: args.max_images]
     samples = coco.eval_samples(image_ids, seed=args.seed)

@@ -8,6 +8,16 @@ import sys
 import torch
 
 
+def validation_half(image_ids: list[int], half: str | None) -> list[int]:
+    """Half 1 or 2 of the reporting protocol: alternate photos in id order (so both halves hold stuff-labelled
+    photos); thresholds are chosen on "first" and reported on "second". None: every photo."""
+    if half is None:
+        return list(image_ids)
+    if half not in ("first", "second"):
+        raise ValueError(f"unknown half {half!r}: use first or second")
+    return list(image_ids[0::2] if half == "first" else image_ids[1::2])
+
+
 def open_dataset_and_predictor(data: str, checkpoint: str, threads: int | None = None, device: str | None = None):
     """-> (CocoConcepts, predictor on ``device``), or None after printing ``error: ...`` (missing or malformed
     data or checkpoint, a device this machine lacks). ``device``: ``auto``, ``cpu``, ``cuda``, ``mps``; None: the
