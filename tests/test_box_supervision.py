@@ -161,3 +161,33 @@ def test_criterion_supervises_box_only_masks_by_projection_alone():
     out["pred_masks"] = hollow
     assert SetCriterion()(out, [box_target])["loss_proj"] < 0.01
     assert SetCriterion()(out, [mask_target])["loss_dice"] > 0.05
+
+
+def test_masked_photos_ablation_leaves_out_the_photos_labelled_by_boxes_alone(tmp_path, capsys):
+    """--box-labels masked-photos: box labels kept where a photo has masks; photos with boxes only not trained on
+    (and a dataset of nothing else is one clear error)."""
+    from .test_train import COMMON, _train
+
+    root = write_tiny_coco(tmp_path / "coco", n_images=4)
+    data = json.loads((root / "annotations.json").read_text())
+    for a in data["annotations"]:
+        if a["image_id"] in (1, 2):
+            del a["segmentation"]
+    for im in data["images"]:
+        if im["id"] in (1, 2):
+            im.update(labelled_category_ids=[], neg_category_ids=[],
+                      box_labelled_category_ids=[c["id"] for c in data["categories"]])
+    (root / "annotations.json").write_text(json.dumps(data))
+    coco = CocoConcepts(root)
+    assert [coco.has_masks(i) for i in coco.image_ids] == [False, False, True, True]
+    args = ["--data", root, "--split", "all", "--steps", "1", *COMMON]
+    _train([*args, "--out", tmp_path / "ok", "--box-labels", "masked-photos"])
+    assert (tmp_path / "ok" / "final" / "model.safetensors").exists()
+    for im in data["images"]:
+        if im["id"] in (3, 4):
+            im["id"] += 10  # the masked photos now have no annotations at all ...
+    for im in data["images"]:
+        im.update(labelled_category_ids=[], neg_category_ids=[])  # ... and nothing is labelled at mask level
+    (root / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match="no images to train on"):
+        _train([*args, "--out", tmp_path / "none", "--box-labels", "masked-photos"])

@@ -172,6 +172,10 @@ class CocoConcepts:
         """Every thing category is labelled on this image (the COCO-style photos; stuff may or may not be)."""
         return all(c in self.labelled[image_id] for c in self.categories if self.is_thing[c])
 
+    def has_masks(self, image_id: int) -> bool:
+        """Some category is labelled at mask level on this image (not a photo labelled by boxes alone)."""
+        return bool(self.labelled[image_id])
+
     def labelled_concepts(self, image_id: int) -> set[str]:
         return {self.concepts[c] for c in self.labelled[image_id]}
 

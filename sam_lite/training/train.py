@@ -71,9 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(CocoConcepts.sample_weight); uniform: every photo once per epoch")
     p.add_argument("--partial-labels", choices=["on", "off"], default="on",
                    help="off: ignore the LVIS fields, every photo counts as exhaustively labelled (an ablation)")
-    p.add_argument("--box-labels", choices=["on", "off"], default="on",
+    p.add_argument("--box-labels", choices=["on", "off", "masked-photos"], default="on",
                    help="off: ignore what is known at box level only (box-only instances and the box-level LVIS "
-                        "fields): train on the mask level alone (an ablation)")
+                        "fields): train on the mask level alone; masked-photos: box labels on, but only on the "
+                        "photos with some masks (the photos labelled by boxes alone left out); both ablations")
     p.add_argument("--geometric-fraction", type=float, default=0.0,
                    help="share of the prompts that are geometric (a point, a box or an exemplar box sampled from the "
                         "instance masks); > 0 turns on the config's geometric_prompts")
@@ -197,22 +198,28 @@ def main(argv=None) -> Path:
 
     # --- data ---
     try:
-        cocos = [CocoConcepts(d, partial_labels=args.partial_labels == "on", box_labels=args.box_labels == "on")
+        cocos = [CocoConcepts(d, partial_labels=args.partial_labels == "on", box_labels=args.box_labels != "off")
                  for d in args.data]
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --data: {e}") from None
     split_names = args.split * len(cocos) if len(args.split) == 1 else args.split
-    splits = [coco.split(name)[: args.max_images] for coco, name in zip(cocos, split_names)]
+    splits = [coco.split(name) for coco, name in zip(cocos, split_names)]
+    if args.box_labels == "masked-photos":
+        splits = [[i for i in ids if coco.has_masks(i)] for coco, ids in zip(cocos, splits)]
+    splits = [ids[: args.max_images] for ids in splits]
     try:
         core, new_names = build_model(args, list(dict.fromkeys(n for coco in cocos for n in coco.vocabulary)))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --config: {e}") from None
-    datasets = [ConceptSegmentationDataset(coco, ids, core.config.image_size,
-                                           prompts_per_image=args.prompts_per_image, seed=args.seed,
-                                           scale_range=tuple(args.scale_range),
-                                           geometric_fraction=args.geometric_fraction,
-                                           vocabulary=getattr(core.config, "concept_names", None) or None)
-                for coco, ids in zip(cocos, splits)]
+    try:
+        datasets = [ConceptSegmentationDataset(coco, ids, core.config.image_size,
+                                               prompts_per_image=args.prompts_per_image, seed=args.seed,
+                                               scale_range=tuple(args.scale_range),
+                                               geometric_fraction=args.geometric_fraction,
+                                               vocabulary=getattr(core.config, "concept_names", None) or None)
+                    for coco, ids in zip(cocos, splits)]
+    except ValueError as e:
+        raise SystemExit(f"error: --data {' '.join(args.data)}: {e}") from None
     weights = [[coco.sample_weight(i) if args.sampling == "labelled" else 1.0 for i in ids]
                for coco, ids in zip(cocos, splits)]
     if len(datasets) == 1:
