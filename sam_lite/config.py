@@ -117,6 +117,10 @@ class SamLiteConfig(PretrainedConfig):
     concept_map: bool = False
     concept_names: list[str] = field(default_factory=list)
     concept_hidden: int = 128
+    # image-level presence in the text space (needs the concept map's vocabulary to train): the pooled image as one
+    # vector in MiniLM's sentence space, trained against every concept the photo labels present or absent; each
+    # prompt's logit <v, e_prompt> votes on its presence (modeling/concept_map.py, ImagePresence)
+    image_presence: bool = False
     # text encoder
     text_dim: int = 384
     max_text_tokens: int = 24
@@ -179,10 +183,11 @@ class SamLiteConfig(PretrainedConfig):
         need(self.text_dim == 384, f"text_dim must be 384 (all-MiniLM-L6-v2), got {self.text_dim!r}")
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("use_imagenet_prior", "freeze_text_encoder", "concept_map", "geometric_prompts",
-                     "geometry_prior"):
+        for name in ("use_imagenet_prior", "freeze_text_encoder", "concept_map", "image_presence",
+                     "geometric_prompts", "geometry_prior"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(not self.geometry_prior or self.geometric_prompts, "geometry_prior needs geometric_prompts")
+        need(not self.image_presence or self.concept_map, "image_presence needs concept_map (its vocabulary)")
         need(self.prior_temperature > 0, f"prior_temperature must be > 0, got {self.prior_temperature!r}")
 
     # --- presets and (de)serialisation -------------------------------------------------------------------------

@@ -11,8 +11,10 @@ Files written to ``--out``:
 
 * ``image_encoder.onnx``: ``pixel_values [B,3,S,S]`` (preprocessed as by :class:`sam_lite.SamLiteProcessor`) ->
   ``image_tokens [B,N,D]`` (N = (S/16)^2), ``pixel_features [B,mask_dim,S/4,S/4]`` and, when the config uses the
-  ImageNet prior, ``class_logits [B,1000,S/32,S/32]``, and with the concept map ``concept_embedding [B,384,S/8,S/8]``.
+  ImageNet prior, ``class_logits [B,1000,S/32,S/32]``, with the concept map ``concept_embedding [B,384,S/8,S/8]``,
+  with ``image_presence`` ``image_concept [B,384]``.
 * ``prompt_decoder.onnx``: ``image_tokens``, ``pixel_features``, [``class_logits``], [``concept_embedding``],
+  [``image_concept``],
   ``text_features [B,T,384]``
   (MiniLM last hidden states), ``text_padding_mask [B,T]`` (bool, True = padding), ``sentence [B,384]``
   (normalised mean pool, used by the prior) -> ``pred_logits [B,K]``, ``pred_masks [B,K,S/4,S/4]``,
@@ -68,7 +70,7 @@ VERIFY_ATOL = 1e-3  # max abs difference main() accepts between onnxruntime and 
 def image_outputs(config: SamLiteConfig) -> list[str]:
     """Embedding keys the image encoder graph returns beyond tokens and pixel features, in order."""
     return (["class_logits"] if config.use_imagenet_prior else []) + \
-        (["concept_embedding"] if config.concept_map else [])
+        (["concept_embedding"] if config.concept_map else []) + (["image_concept"] if config.image_presence else [])
 
 
 class ImageEncoderAdapter(nn.Module):
@@ -135,7 +137,7 @@ def embedding_from_outputs(model: SamLiteModel, image_tokens: Tensor, pixel_feat
         probs = model.image_encoder.concept_map.logits(concept.float()).softmax(1)[:, :-1]
     return ImageEmbedding(tokens=image_tokens, pos=pos.to(image_tokens.dtype), grid=grid,
                           pixel_features=pixel_features, class_logits=extra.get("class_logits"),
-                          concept_embedding=concept, concept_probs=probs)
+                          concept_embedding=concept, concept_probs=probs, image_concept=extra.get("image_concept"))
 
 
 class TextEncoderAdapter(nn.Module):

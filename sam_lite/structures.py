@@ -28,8 +28,9 @@ class ImageEmbedding:
     tokens [B, N, D] (N = h*w stride-16 patches after the encoder's self-attention), pos [N, D] their sine code,
     grid (h, w), pixel_features [B, mask_dim, S/4, S/4], class_logits [B, 1000, S/32, S/32] (ImageNet prior) or
     None, concept_embedding [B, 384, S/8, S/8] and concept_probs [B, C, S/8, S/8] (the concept map: per-pixel
-    embedding and its softmax over the vocabulary, background left out) or None, encoder_attentions: per encoder
-    layer [B, H, N, N] (empty unless asked for).
+    embedding and its softmax over the vocabulary, background left out) or None, image_concept [B, 384] (the
+    pooled image in the sentence space, :class:`~sam_lite.modeling.concept_map.ImagePresence`) or None,
+    encoder_attentions: per encoder layer [B, H, N, N] (empty unless asked for).
     """
 
     tokens: Tensor
@@ -39,6 +40,7 @@ class ImageEmbedding:
     class_logits: Tensor | None = None
     concept_embedding: Tensor | None = None
     concept_probs: Tensor | None = None
+    image_concept: Tensor | None = None
     encoder_attentions: list[Tensor] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -50,6 +52,7 @@ class ImageEmbedding:
                        class_logits=_index(self.class_logits, index),
                        concept_embedding=_index(self.concept_embedding, index),
                        concept_probs=_index(self.concept_probs, index),
+                       image_concept=_index(self.image_concept, index),
                        encoder_attentions=[_index(a, index) for a in self.encoder_attentions])
 
 

@@ -35,7 +35,8 @@ DENSE_STRIDE = 4  # the concept map's target resolution (its logits are upsample
 
 class ConceptSegmentationDataset(Dataset):
     """Item: dict(image uint8 [3,S,S], prompts list[str], targets list[dict(masks bool [n,S,S], boxes [n,4]
-    normalised cxcywh, has_mask bool [n])], prompt_types list[str], geometry list[dict | None]). About
+    normalised cxcywh, has_mask bool [n])], prompt_types list[str], geometry list[dict | None], dense_labels,
+    dense_allowed (:meth:`dense_target`), image_labels [C] (:meth:`image_labels`)). About
     ``negative_fraction`` of the prompts are absent concepts (verified absent, at box level at least); about
     ``geometric_fraction`` of them are geometric (a point, a box or an exemplar box on an instance with a mask, see
     :mod:`.geometric`; their text is "" or, for some exemplars, the concept), the others have geometry None.
@@ -185,10 +186,23 @@ class ConceptSegmentationDataset(Dataset):
         has_mask = torch.tensor([h for h, k in zip(has_mask, keep.tolist()) if k], dtype=torch.bool)
         colours = instance_colours(hsv_image(img), masks) if len(names) else []
         colours = [c if h else None for c, h in zip(colours, has_mask.tolist())]  # a box is no colour sample
+        image_labels = self.image_labels(image_id, names, ambiguous)
         prompts, targets, kinds, geometry = self._prompts(image_id, masks, names, colours, ambiguous, rng, things,
                                                           valid, has_mask)
         return {"image": img, "prompts": prompts, "targets": targets, "prompt_types": kinds, "image_id": image_id,
-                "dense_labels": dense_labels, "dense_allowed": dense_allowed, "geometry": geometry}
+                "dense_labels": dense_labels, "dense_allowed": dense_allowed, "image_labels": image_labels,
+                "geometry": geometry}
+
+    def image_labels(self, image_id: int, names: list[str], ambiguous: set[str]) -> Tensor:
+        """[C] over the vocabulary: 1 for a concept with an instance in the augmented image, 0 for one the photo
+        labels (at box level at least) that has none left in it (absent, or cropped away), -1 unknown (not labelled,
+        or ambiguous: crowd-only, not exhaustive, cut to a remnant). The image-level presence target."""
+        index = {n: i for i, n in enumerate(self.vocabulary)}
+        labels = torch.full((len(self.vocabulary),), -1.0)
+        known = (self.coco.labelled_concepts(image_id) | self.coco.box_labelled_concepts(image_id)) - ambiguous
+        labels[[index[n] for n in known if n in index]] = 0.0
+        labels[[index[n] for n in set(names) - ambiguous if n in index]] = 1.0
+        return labels
 
     def _prompts(self, image_id, masks, names, colours, ambiguous, rng, things, valid, has_mask):
         by_concept: dict[str, list[int]] = {}
@@ -285,4 +299,5 @@ def collate(items: list[dict]) -> dict:
             "prompt": Prompt.from_rows(prompts, geometry, min_points=1, min_exemplars=1),
             "image_ids": [it["image_id"] for it in items],
             "dense_labels": torch.stack([it["dense_labels"] for it in items]),
-            "dense_allowed": torch.stack([it["dense_allowed"] for it in items])}
+            "dense_allowed": torch.stack([it["dense_allowed"] for it in items]),
+            "image_labels": torch.stack([it["image_labels"] for it in items])}

@@ -79,6 +79,48 @@ class ConceptMap(nn.Module):
         return scale * torch.einsum("bchw,kc->bkhw", embedding, self.vocabulary().to(embedding.dtype))
 
 
+class ImagePresence(nn.Module):
+    """Image-level presence in the text space: is concept c anywhere in the photo?
+
+    The classifier-head features [B,c32,S/32,S/32] and the attended patch tokens [B,N,D], each average- and
+    max-pooled, -> one unit vector v [B, 384] in MiniLM's sentence space. The logit that a concept with sentence
+    embedding e is in the image is ``scale * <v, e> + bias``. Trained against every concept a photo labels present
+    or absent (on coco_mini v3 the 80 things on every photo, at box level at least: dense image-level supervision a
+    prompt-level presence loss gets 4 samples of), it is the linear probe on pooled head features made part of the
+    model. A prompt's logit reaches its presence logit through ``vote`` (0 at the start, so a checkpoint fine-tuned
+    into this module answers as before at step 0).
+    """
+
+    def __init__(self, c_head: int, d_model: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * (c_head + d_model), CONCEPT_DIM)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.bias = nn.Parameter(torch.tensor(-2.0))  # most concepts are absent from most photos
+        self.vote = nn.Parameter(torch.zeros(()))
+
+    def forward(self, head: Tensor, tokens: Tensor) -> Tensor:
+        """head [B,c32,h,w], tokens [B,N,D] -> v [B, 384], unit norm."""
+        pooled = torch.cat([head.float().mean((2, 3)), head.float().amax((2, 3)), tokens.float().mean(1),
+                            tokens.float().amax(1)], dim=1)
+        return F.normalize(self.proj(pooled.to(self.proj.weight.dtype)), dim=-1)
+
+    def logits(self, v: Tensor, names: Tensor) -> Tensor:
+        """v [B, 384], names [C, 384] (unit sentence embeddings) -> [B, C] logits, every concept on every image."""
+        return self.logit_scale.clamp(max=math.log(100)).exp() * (v @ names.to(v.dtype).T) + self.bias
+
+    def prompt_logits(self, v: Tensor, sentence: Tensor) -> Tensor:
+        """v [P, 384] (each prompt's image), sentence [P, 384] -> [P]: the logit that prompt p is in its image."""
+        return self.logit_scale.clamp(max=math.log(100)).exp() * (v * sentence.to(v.dtype)).sum(-1) + self.bias
+
+
+def image_presence_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """logits [B, C]; labels [B, C]: 1 present, 0 known absent, -1 unknown (ignored) -> mean BCE over the known."""
+    known = labels >= 0
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits.float()[known], labels.float()[known])
+
+
 def concept_loss(logits: Tensor, labels: Tensor, allowed: Tensor) -> Tensor:
     """Dense softmax with partial labels.
 

@@ -24,7 +24,7 @@ from .backbone import (BN_EPS, LITE_STAGES, Conv2dSame, EfficientNetLite, Folded
 # the backbone classes lived here before sam_lite/modeling/backbone.py; importing them from here keeps working
 __all__ = ["BN_EPS", "LITE_STAGES", "Conv2dSame", "EfficientNetLite", "MBConvBlock", "EncoderLayer", "ImageEncoder",
            "attention_weights", "weights_key", "input_version"]
-from .concept_map import ConceptMap
+from .concept_map import ConceptMap, ImagePresence
 
 class EncoderLayer(nn.Module):
     """Pre-norm transformer layer: self-attention among patches (positions added to Q and K), then an MLP."""
@@ -93,6 +93,7 @@ class ImageEncoder(nn.Module):
         self.concept_map = (ConceptMap(config.concept_names, d, ch["f8"], ch["f16"], ch["head"],
                                        config.concept_hidden, config.prior_temperature)
                             if config.concept_map else None)
+        self.image_presence = ImagePresence(ch["head"], d) if config.image_presence else None
 
     def load_backbone_weights(self) -> None:
         self.backbone.load_state_dict(self.backbone.load_pretrained_state_dict(), strict=True)
@@ -146,7 +147,7 @@ class ImageEncoder(nn.Module):
     def forward(self, pixel_values: Tensor, output_attentions: bool = False) -> ImageEmbedding:
         """pixel_values [B,3,S,S] scaled to [-1, 1] -> :class:`ImageEmbedding`: tokens [B,N,D] (N = h*w, stride 16),
         pos [N,D], grid (h, w), pixel_features [B,mask_dim,S/4,S/4] (FPN before the mask projection), class_logits
-        [B,1000,S/32,S/32] or None, the concept map's embedding and probabilities, encoder attentions [B,H,N,N] per
+        [B,1000,S/32,S/32] or None, the concept map's embedding and probabilities, the image-level concept vector (``image_presence``), encoder attentions [B,H,N,N] per
         layer when asked for.
 
         Asking for the attentions costs no second pass: the layers always keep Q and K, and without gradients the
@@ -170,7 +171,8 @@ class ImageEncoder(nn.Module):
         """The encoder pass: the embedding (no attentions) and each layer's (q, k) [B, H, N, Dh]."""
         trainable = self.config.backbone_trainable_from < self.config.backbone_trainable_to
         use_prior = self.config.use_imagenet_prior
-        feats = self._backbone(pixel_values, with_classifier=use_prior or self.concept_map is not None,
+        feats = self._backbone(pixel_values, with_classifier=use_prior or self.concept_map is not None
+                               or self.image_presence is not None,
                                grad=torch.is_grad_enabled() and trainable)
         x = self.patch_proj(feats["f16"])
         b, d, h, w = x.shape
@@ -192,7 +194,8 @@ class ImageEncoder(nn.Module):
             # P(concept | pixel) once per image; read detached by the prompt side (the embedding is trained by its own
             # dense loss), the gradient still reaches the shared background embedding and temperature
             probs = self.concept_map.logits(concept.detach().float()).softmax(1)[:, :-1]
+        image_concept = self.image_presence(feats["head"], tokens) if self.image_presence is not None else None
         embedding = ImageEmbedding(tokens=tokens, pos=pos, grid=(h, w), pixel_features=self.pixel_proj(p4),
                                    class_logits=feats.get("class_logits") if use_prior else None,
-                                   concept_embedding=concept, concept_probs=probs)
+                                   concept_embedding=concept, concept_probs=probs, image_concept=image_concept)
         return embedding, qks

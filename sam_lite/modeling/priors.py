@@ -65,7 +65,7 @@ class PromptPrior(nn.Module):
         return tokens, pixel, {"maps": maps, "stats": stats, "presence": presence, "heat": heat}
 
 
-def _text_rows(prompt: Prompt, like: Tensor) -> Tensor | None:
+def text_rows(prompt: Prompt, like: Tensor) -> Tensor | None:
     """[P] 1.0 for rows with text, 0.0 for rows without (None when every row has text and no geometry)."""
     if not prompt.is_geometric:
         return None
@@ -103,7 +103,7 @@ class ImageNetPrior(PromptPrior):
         maps = torch.stack([p, torch.log(p + 1e-4) / 4.0, p / (peak[:, None, None] + 1e-4),
                             best_sim[:, None, None].expand_as(p)], dim=1)
         stats = torch.stack([peak, p.flatten(1).mean(1), torch.log(peak + 1e-4) / 4.0, best_sim], dim=1)
-        keep = _text_rows(prompt, maps)
+        keep = text_rows(prompt, maps)
         if keep is not None:
             maps, stats = maps * keep[:, None, None, None], stats * keep[:, None]
         return maps, stats, None
@@ -139,7 +139,7 @@ class ConceptMapPrior(PromptPrior):
         maps = torch.stack([p, torch.log(p + 1e-4) / 4.0, p / (peak[:, None, None] + 1e-4), cos], dim=1)
         stats = torch.stack([peak, p.flatten(1).mean(1), torch.log(peak + 1e-4) / 4.0,
                              (p > 0.5).flatten(1).float().mean(1), best_sim], dim=1)
-        keep = _text_rows(prompt, maps)
+        keep = text_rows(prompt, maps)
         if keep is not None:
             maps, stats, p = maps * keep[:, None, None, None], stats * keep[:, None], p * keep[:, None, None]
         return maps, stats, p

@@ -12,7 +12,7 @@ from .decoder import FusionLayer, QueryDecoder
 from .heads import PredictionHeads
 from .image_encoder import ImageEncoder
 from .pretrained import PreTrainedModel
-from .priors import ConceptMapPrior, GeometryPrior, ImageNetPrior
+from .priors import ConceptMapPrior, GeometryPrior, ImageNetPrior, text_rows
 from .prompt_encoder import GeometricPromptEncoder
 from .text_encoder import TextEncoder
 
@@ -46,7 +46,8 @@ class SamLiteModel(PreTrainedModel):
     returns a dict of named tensors: ``pred_logits [P,K]`` match logits, ``pred_masks [P,K,S/4,S/4]`` mask logits,
     ``pred_boxes [P,K,4]`` normalised cxcywh, ``presence_logits [P]``, ``pred_semantic [P,S/4,S/4]``, ``pred_iou
     [P,K]`` (geometric models), ``aux_outputs`` (the same keys for each earlier decoder layer), ``concept_logits``
-    [B,C+1,S/8,S/8] (concept map), and with ``output_attentions=True`` ``attentions``: :class:`Attentions`.
+    [B,C+1,S/8,S/8] (concept map), ``image_presence_logits [P]`` and ``image_concept_logits [B,C]`` (image-level
+    presence: each prompt's, and every vocabulary concept's on every image), and with ``output_attentions=True`` ``attentions``: :class:`Attentions`.
     """
 
     config_class, model_type = SamLiteConfig, "sam_lite"
@@ -173,6 +174,14 @@ class SamLiteModel(PreTrainedModel):
         if aux_outputs is None:
             aux_outputs = self.training or torch.is_grad_enabled()
         outs = [self.heads(s, pixel, prior_stats) for s in (states if aux_outputs else states[-1:])]
+        if image.image_concept is not None:  # the image-level presence votes on each prompt's presence logit
+            head = self.image_encoder.image_presence
+            vote = head.prompt_logits(image.image_concept, text.sentence.to(image.image_concept.device))
+            rows = text_rows(prompt, vote)
+            vote = vote if rows is None else vote * rows
+            out["image_presence_logits"] = vote
+            for o in outs:
+                o["presence_logits"] = o["presence_logits"] + head.vote.to(vote.dtype) * vote
         out.update(outs[-1], aux_outputs=outs[:-1])
         if output_attentions:
             out["attentions"] = Attentions(encoder=[LayerAttention(self_attn=a) for a in image.encoder_attentions],
@@ -194,6 +203,9 @@ class SamLiteModel(PreTrainedModel):
         out = self.decode(image, prompt, self.encode_prompt(prompt), image_index, output_attentions, aux_outputs)
         if self.config.concept_map:
             out["concept_logits"] = self.concept_logits(image)
+        if image.image_concept is not None:
+            out["image_concept_logits"] = self.image_encoder.image_presence.logits(
+                image.image_concept, self.image_encoder.concept_map.concept_embeddings)
         return out
 
     # ---------------------------------------------------------------------------------------------------------

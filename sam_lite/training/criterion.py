@@ -8,7 +8,9 @@ says where the mask ends, never which pixels it holds), ``loss_bbox`` L1 and ``l
 ``loss_sem_dice`` on the semantic (union of instances) mask painted by the presence token (inside the boxes of
 box-only instances BCE is not applied and the dice is that of the projections),
 for a model with a concept map, ``loss_concept``: its dense softmax over the vocabulary with partial labels, once
-per image (:func:`sam_lite.modeling.concept_map.concept_loss`), and for a model with the IoU head (geometric
+per image (:func:`sam_lite.modeling.concept_map.concept_loss`), for a model with image-level presence,
+``loss_image_presence``: BCE of every vocabulary concept's image-level logit against what the photo labels present
+or absent (:func:`~sam_lite.modeling.concept_map.image_presence_loss`), and for a model with the IoU head (geometric
 prompts), ``loss_iou``: MSE of each query's ``pred_iou`` against the actual IoU of its (thresholded) mask, detached:
 a matched query against its instance, the other queries of a prompt with instances against the best IoU they reach
 with any of them (so the IoU ranks SAM-style alternative masks; the two means are added). Prompts without
@@ -22,12 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
-from ..modeling.concept_map import concept_loss
+from ..modeling.concept_map import concept_loss, image_presence_loss
 from .matcher import HungarianMatcher, projections, resize_masks
 
 DEFAULT_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_proj": 5.0, "loss_bbox": 5.0,
                    "loss_giou": 2.0, "loss_presence": 2.0, "loss_sem_bce": 2.0, "loss_sem_dice": 2.0,
-                   "loss_concept": 2.0, "loss_iou": 1.0}
+                   "loss_concept": 2.0, "loss_iou": 1.0, "loss_image_presence": 2.0}
 
 
 def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -159,10 +161,11 @@ class SetCriterion(nn.Module):
         return ((err[matched].mean() if matched.any() else zero) + (err[others].mean() if others.any() else zero))
 
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]], dense_labels: Tensor | None = None,
-                dense_allowed: Tensor | None = None) -> dict[str, Tensor]:
+                dense_allowed: Tensor | None = None, image_labels: Tensor | None = None) -> dict[str, Tensor]:
         """Returns every loss term (``_i`` suffix for auxiliary layer i) and ``loss``, their weighted sum.
         ``dense_labels`` [B_images, h, w] and ``dense_allowed`` [B_images, C+1]: the concept map's targets (see
-        ``ConceptSegmentationDataset``), used when ``outputs`` holds ``concept_logits``."""
+        ``ConceptSegmentationDataset``), used when ``outputs`` holds ``concept_logits``; ``image_labels``
+        [B_images, C] (1 / 0 / -1 unknown): the image-level presence target, used with ``image_concept_logits``."""
         n = float(sum(t["boxes"].shape[0] for t in targets))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             t = torch.tensor([n], device=outputs["pred_logits"].device)  # nccl reduces CUDA tensors only
@@ -177,6 +180,9 @@ class SetCriterion(nn.Module):
                                    align_corners=False)
             losses["loss_concept"] = concept_loss(logits, dense_labels.to(logits.device),
                                                   dense_allowed.to(logits.device))
+        if "image_concept_logits" in outputs and image_labels is not None:
+            losses["loss_image_presence"] = image_presence_loss(outputs["image_concept_logits"],
+                                                                image_labels.to(outputs["image_concept_logits"].device))
         losses["loss"] = sum(v * self.weight_dict[k.rsplit("_", 1)[0] if k[-1].isdigit() else k]
                              for k, v in losses.items())
         return losses

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..device import to_device
 
 # the collated batch's fields that hold tensors (sam_lite.data.collate); the rest (prompt strings, ids) stay as they are
-BATCH_TENSOR_KEYS = ("images", "image_index", "prompt", "targets", "dense_labels", "dense_allowed")
+BATCH_TENSOR_KEYS = ("images", "image_index", "prompt", "targets", "dense_labels", "dense_allowed", "image_labels")
 
 
 def move_batch(batch: dict, device: torch.device | str) -> dict:

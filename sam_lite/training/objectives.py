@@ -24,7 +24,8 @@ class SetPredictionObjective:
         # a text-only model reads the words alone; a geometric one every row's visual prompt too
         prompt = batch["prompt"] if self.geometric else Prompt(batch["prompts"]).to(batch["images"].device)
         outputs = model(core.preprocess(batch["images"]), prompt, batch["image_index"])
-        return self.criterion(outputs, batch["targets"], batch["dense_labels"], batch["dense_allowed"])
+        return self.criterion(outputs, batch["targets"], batch["dense_labels"], batch["dense_allowed"],
+                              batch.get("image_labels"))
 
 
 class SemanticMaskObjective:
