@@ -163,11 +163,8 @@ def test_criterion_supervises_box_only_masks_by_projection_alone():
     assert SetCriterion()(out, [mask_target])["loss_dice"] > 0.05
 
 
-def test_masked_photos_ablation_leaves_out_the_photos_labelled_by_boxes_alone(tmp_path, capsys):
-    """--box-labels masked-photos: box labels kept where a photo has masks; photos with boxes only not trained on
-    (and a dataset of nothing else is one clear error)."""
-    from .test_train import COMMON, _train
-
+def _two_box_only_photos(tmp_path):
+    """4 photos: 1 and 2 labelled by boxes alone (every category), 3 and 4 with masks, exhaustive."""
     root = write_tiny_coco(tmp_path / "coco", n_images=4)
     data = json.loads((root / "annotations.json").read_text())
     for a in data["annotations"]:
@@ -178,6 +175,23 @@ def test_masked_photos_ablation_leaves_out_the_photos_labelled_by_boxes_alone(tm
             im.update(labelled_category_ids=[], neg_category_ids=[],
                       box_labelled_category_ids=[c["id"] for c in data["categories"]])
     (root / "annotations.json").write_text(json.dumps(data))
+    return root, data
+
+
+def test_mask_weighted_sampling_halves_the_photos_labelled_by_boxes_alone(tmp_path):
+    coco = CocoConcepts(_two_box_only_photos(tmp_path)[0])
+    full = [coco.sample_weight(i) for i in coco.image_ids]  # categories known at box level / 10 (few here)
+    assert full[2:] == [1.0, 1.0] and 0 < min(full[:2])
+    half = [coco.sample_weight(i, mask_share=0.5) for i in coco.image_ids]
+    assert half == pytest.approx([max(0.1, full[0] / 2), max(0.1, full[1] / 2), 1.0, 1.0])
+
+
+def test_masked_photos_ablation_leaves_out_the_photos_labelled_by_boxes_alone(tmp_path, capsys):
+    """--box-labels masked-photos: box labels kept where a photo has masks; photos with boxes only not trained on
+    (and a dataset of nothing else is one clear error)."""
+    from .test_train import COMMON, _train
+
+    root, data = _two_box_only_photos(tmp_path)
     coco = CocoConcepts(root)
     assert [coco.has_masks(i) for i in coco.image_ids] == [False, False, True, True]
     args = ["--data", root, "--split", "all", "--steps", "1", *COMMON]

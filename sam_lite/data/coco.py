@@ -268,13 +268,16 @@ class CocoConcepts:
         """Concepts whose presence or absence is known on this image at box level at least."""
         return {self.concepts[c] for c in self.box_labelled[image_id]}
 
-    def sample_weight(self, image_id: int) -> float:
+    def sample_weight(self, image_id: int, mask_share: float = 0.0) -> float:
         """Training sampling weight: photos that label few categories (person-only) count less, so they do not
         crowd out the fully labelled ones: 1 for a fully labelled photo, else min(1, categories labelled at box
-        level at least / 10), at least 0.1."""
+        level at least / 10), at least 0.1. ``mask_share`` s: (1 - s) x that + s x the same count at mask level
+        (a photo labelled by boxes alone then weighs 1 - s)."""
         if self.is_fully_labelled(image_id):
             return 1.0
-        return min(1.0, max(0.1, len(self.box_labelled[image_id]) / 10))
+        box = min(1.0, len(self.box_labelled[image_id]) / 10)
+        mask = min(1.0, len(self.labelled[image_id]) / 10)
+        return max(0.1, (1 - mask_share) * box + mask_share * mask)
 
     def instance_masks(self, sample: EvalSample) -> torch.Tensor:
         """Ground-truth masks of a sample, bool [N, H, W] at the original image size."""

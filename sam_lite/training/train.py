@@ -66,9 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 1.6), metavar=("MIN", "MAX"),
                    help="large-scale jitter: resize factor range relative to the model's input size")
     p.add_argument("--backbone", choices=["lite0", "lite2"], default=None, help="override the config's backbone")
-    p.add_argument("--sampling", choices=["labelled", "uniform"], default="labelled",
+    p.add_argument("--sampling", choices=["labelled", "mask-weighted", "uniform"], default="labelled",
                    help="labelled: photos that label few categories (person-only) are drawn less often "
-                        "(CocoConcepts.sample_weight); uniform: every photo once per epoch")
+                        "(CocoConcepts.sample_weight); mask-weighted: half of that weight counts the categories "
+                        "labelled at mask level (a photo labelled by boxes alone weighs 0.5); uniform: every photo "
+                        "once per epoch")
     p.add_argument("--partial-labels", choices=["on", "off"], default="on",
                    help="off: ignore the LVIS fields, every photo counts as exhaustively labelled (an ablation)")
     p.add_argument("--box-labels", choices=["on", "off", "masked-photos"], default="on",
@@ -220,14 +222,15 @@ def main(argv=None) -> Path:
                     for coco, ids in zip(cocos, splits)]
     except ValueError as e:
         raise SystemExit(f"error: --data {' '.join(args.data)}: {e}") from None
-    weights = [[coco.sample_weight(i) if args.sampling == "labelled" else 1.0 for i in ids]
-               for coco, ids in zip(cocos, splits)]
+    weighted = args.sampling != "uniform"
+    share = 0.5 if args.sampling == "mask-weighted" else 0.0
+    weights = [[coco.sample_weight(i, share) if weighted else 1.0 for i in ids] for coco, ids in zip(cocos, splits)]
     if len(datasets) == 1:
-        dataset, sample_weights = datasets[0], (weights[0] if args.sampling == "labelled" else None)
+        dataset, sample_weights = datasets[0], (weights[0] if weighted else None)
     else:  # one index over every dataset; each epoch draws each dataset's share
         dataset = DatasetMixture(datasets, args.data_weights)
         sample_weights = dataset.sample_weights(weights)
-    n_epoch = max(1, round(sum(sum(w) for w in weights))) if args.sampling == "labelled" else len(dataset)
+    n_epoch = max(1, round(sum(sum(w) for w in weights))) if weighted else len(dataset)
     if len(datasets) > 1:  # an epoch small enough that every dataset can give its share without repeating a photo
         n_epoch = max(1, int(min(len(d) / share for d, share in zip(datasets, dataset.weights) if share > 0)))
     per_epoch = max(1, n_epoch // (args.batch_size * world))
