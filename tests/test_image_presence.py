@@ -107,7 +107,7 @@ def test_config_needs_the_concept_map():
 def test_export_with_image_presence(tmp_path):
     model = _model(True).eval()
     with torch.no_grad():
-        model.image_encoder.image_presence.vote.fill_(0.7)  # a trained vote, so the decoder graph reads it
+        model.image_encoder.image_presence.vote.fill_(0.02)  # a trained vote, so the decoder graph reads it
     paths = export_onnx(model, tmp_path)
     dec = ort.InferenceSession(str(paths["prompt_decoder"]), providers=["CPUExecutionProvider"])
     assert "image_concept" in [i.name for i in dec.get_inputs()]

@@ -181,7 +181,7 @@ class SamLiteModel(PreTrainedModel):
             vote = vote if rows is None else vote * rows
             out["image_presence_logits"] = vote
             for o in outs:
-                o["presence_logits"] = o["presence_logits"] + head.vote.to(vote.dtype) * vote
+                o["presence_logits"] = o["presence_logits"] + head.vote_weight.to(vote.dtype) * vote
         out.update(outs[-1], aux_outputs=outs[:-1])
         if output_attentions:
             out["attentions"] = Attentions(encoder=[LayerAttention(self_attn=a) for a in image.encoder_attentions],
