@@ -85,3 +85,15 @@ def test_box_protocol_on_a_tiny_dataset(tmp_path, tiny_checkpoint):
     assert res["rejected"] == 0.0 or res["n_absent"] == 0
     assert 0.0 <= res["box_F1_50"] <= 1.0 and set(res["recall_by_size"]) == {"small", "medium", "large"}
     assert res["reliability"]["n"] > 0
+
+
+def test_presence_auroc_per_category_by_hand():
+    from types import SimpleNamespace
+
+    from sam_lite.evaluation.boxes import _mean_auroc_per_category
+
+    s = lambda prompt, present: SimpleNamespace(prompt=prompt, present=present)  # noqa: E731
+    samples = [s("dog", True), s("dog", False), s("cat", True), s("cat", False), s("cat", False), s("cow", True)]
+    presence = np.array([0.9, 0.1, 0.2, 0.5, 0.1, 0.7])
+    # dog: perfectly ranked (1.0); cat: the present photo above one of two absent ones (0.5); cow: one class only
+    assert _mean_auroc_per_category(samples, presence) == pytest.approx(0.75)

@@ -6,7 +6,8 @@ at box level at least, ``box_labelled_category_ids``).
 Prompts per photo: every present thing category (its ground truth: the boxes of all its non-crowd instances, mask
 or box-only) and up to ``--negatives`` thing categories verified absent at box level. Reported:
 
-* presence accuracy; **found**: present categories with at least one instance above the score threshold;
+* presence accuracy and AUROC (pooled over the (photo, category) pairs, and the mean of the per-category AUROCs);
+  **found**: present categories with at least one instance above the score threshold;
   **rejected**: absent ones with none;
 * **box F1 at IoU 0.5** (predicted boxes - the tight boxes of the masks - matched one-to-one to the GT boxes,
   Hungarian on box IoU, counts summed) and **box AP** (pycocotools, every prediction down to ``--ap-min-score``);
@@ -35,6 +36,7 @@ from ..device import add_device_argument
 from .calibration import reliability
 from .opening import open_dataset_and_predictor, validation_half
 from .instance_matching import prf_from_counts
+from .metrics import roc_auc
 
 SIZES = {"small": (0, 32 ** 2), "medium": (32 ** 2, 96 ** 2), "large": (96 ** 2, float("inf"))}
 
@@ -114,6 +116,16 @@ def _box_ap(samples: list[BoxSample], preds: list[tuple[torch.Tensor, torch.Tens
     return {"AP": float(ev.stats[0]), "AP50": float(ev.stats[1])}
 
 
+def _mean_auroc_per_category(samples: list[BoxSample], presence: np.ndarray) -> float:
+    """The mean over categories (with present and absent photos) of the AUROC of presence on that category."""
+    by_cat: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_cat.setdefault(s.prompt, []).append(i)
+    aucs = [roc_auc(presence[idx], np.array([samples[i].present for i in idx])) for idx in by_cat.values()]
+    aucs = [a for a in aucs if not np.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 def evaluate_boxes(predictor, samples: list[BoxSample], score_threshold: float, presence_threshold: float,
                    ap_min_score: float = 0.05, progress: bool = True) -> dict:
     """Run ``predictor`` (``set_image``, ``predict(prompts, score_threshold=)``) on every sample -> the metrics of
@@ -159,6 +171,8 @@ def evaluate_boxes(predictor, samples: list[BoxSample], score_threshold: float, 
     return {"n_images": len(groups), "n_samples": len(samples), "n_present": n_present, "n_absent": n_absent,
             "threshold": score_threshold, "presence_threshold": presence_threshold,
             "presence_acc": float(np.mean((presence >= presence_threshold) == gt_present)),
+            "presence_auroc": roc_auc(presence, gt_present),
+            "presence_auroc_per_category": _mean_auroc_per_category(samples, presence),
             "found": found / max(1, n_present), "rejected": rejected / max(1, n_absent),
             "box_precision_50": precision, "box_recall_50": recall, "box_F1_50": f1,
             **{f"box_{k}": v for k, v in _box_ap(samples, preds).items()},
@@ -200,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     res = evaluate_boxes(predictor, box_samples(coco, ids, args.negatives), t, pt, progress=not args.quiet)
     res.pop("pairs")
     res.update(checkpoint=str(args.checkpoint), split=args.split, half=args.half)
-    keys = ("presence_acc", "found", "rejected", "box_F1_50", "box_AP", "box_AP50")
+    keys = ("presence_acc", "presence_auroc", "found", "rejected", "box_F1_50", "box_AP", "box_AP50")
     print(f"{args.checkpoint}: {res['n_images']} photos, {res['n_present']} present / {res['n_absent']} absent "
           f"(image, category) pairs, score threshold {t:g}, presence threshold {pt:g}")
     print("  ".join(f"{k} {res[k]:.3f}" for k in keys))
