@@ -66,11 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 1.6), metavar=("MIN", "MAX"),
                    help="large-scale jitter: resize factor range relative to the model's input size")
     p.add_argument("--backbone", choices=["lite0", "lite2"], default=None, help="override the config's backbone")
-    p.add_argument("--sampling", choices=["labelled", "mask-weighted", "uniform"], default="labelled",
-                   help="labelled: photos that label few categories (person-only) are drawn less often "
-                        "(CocoConcepts.sample_weight); mask-weighted: half of that weight counts the categories "
-                        "labelled at mask level (a photo labelled by boxes alone weighs 0.5); uniform: every photo "
-                        "once per epoch")
+    p.add_argument("--sampling", choices=["mask-weighted", "labelled", "uniform"], default="mask-weighted",
+                   help="photos that label few categories (person-only) are drawn less often "
+                        "(CocoConcepts.sample_weight): mask-weighted counts the categories labelled at box level for "
+                        "half the weight and at mask level for the other half (a photo labelled by boxes alone "
+                        "weighs 0.5); labelled: box level only (the sampling of the shipped checkpoint's run); "
+                        "uniform: every photo once per epoch")
     p.add_argument("--partial-labels", choices=["on", "off"], default="on",
                    help="off: ignore the LVIS fields, every photo counts as exhaustively labelled (an ablation)")
     p.add_argument("--box-labels", choices=["on", "off", "masked-photos"], default="on",
