@@ -138,6 +138,20 @@ def test_export_without_imagenet_prior(tmp_path):
         _assert_close(run_onnx(paths, ex), run_pytorch(model, ex))
 
 
+def test_export_with_image_presence(tmp_path):
+    torch.manual_seed(0)
+    model = SamLiteModel(SamLiteConfig.from_preset("tiny", concept_names=["car", "sports ball", "sky"],
+                                                   image_presence=True)).eval()
+    with torch.no_grad():
+        model.image_encoder.image_presence.vote.fill_(0.02)  # a trained vote, so the decoder graph reads it
+    paths = export_onnx(model, tmp_path)
+    dec = ort.InferenceSession(str(paths["prompt_decoder"]), providers=["CPUExecutionProvider"])
+    assert "image_concept" in [i.name for i in dec.get_inputs()]
+    for prompts in (["car"], ["a dog", "two red cars on a street"]):
+        ex = _inputs(model, prompts)
+        _assert_close(run_onnx(paths, ex), run_pytorch(model, ex))
+
+
 def test_cli_reports_bad_checkpoint(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "missing" in capsys.readouterr().err

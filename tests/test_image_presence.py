@@ -4,19 +4,16 @@ and its ONNX export."""
 
 import json
 
-import onnxruntime as ort
 import pytest
 import torch
 
 from sam_lite import SamLiteConfig, SamLiteModel
 from sam_lite.data import CocoConcepts, ConceptSegmentationDataset, collate
-from sam_lite.export import export_onnx, run_onnx, run_pytorch
 from sam_lite.modeling.concept_map import image_presence_loss
 from sam_lite.training.checkpointing import init_from_checkpoint
 from sam_lite.training.criterion import SetCriterion
 
 from .fixtures import write_tiny_coco
-from .test_export import _assert_close, _inputs
 
 NAMES = ["car", "sports ball", "sky"]
 
@@ -102,15 +99,3 @@ def test_geometric_rows_without_text_get_no_image_level_vote():
 def test_config_needs_the_concept_map():
     with pytest.raises(ValueError, match="image_presence needs concept_map"):
         SamLiteConfig.from_preset("tiny", concept_map=False, image_presence=True)
-
-
-def test_export_with_image_presence(tmp_path):
-    model = _model(True).eval()
-    with torch.no_grad():
-        model.image_encoder.image_presence.vote.fill_(0.02)  # a trained vote, so the decoder graph reads it
-    paths = export_onnx(model, tmp_path)
-    dec = ort.InferenceSession(str(paths["prompt_decoder"]), providers=["CPUExecutionProvider"])
-    assert "image_concept" in [i.name for i in dec.get_inputs()]
-    for prompts in (["car"], ["a dog", "two red cars on a street"]):
-        ex = _inputs(model, prompts)
-        _assert_close(run_onnx(paths, ex), run_pytorch(model, ex))
