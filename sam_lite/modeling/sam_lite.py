@@ -47,7 +47,8 @@ class SamLiteModel(PreTrainedModel):
     ``pred_boxes [P,K,4]`` normalised cxcywh, ``presence_logits [P]``, ``pred_semantic [P,S/4,S/4]``, ``pred_iou
     [P,K]`` (geometric models), ``aux_outputs`` (the same keys for each earlier decoder layer), ``concept_logits``
     [B,C+1,S/8,S/8] (concept map), ``image_presence_logits [P]`` and ``image_concept_logits [B,C]`` (image-level
-    presence: each prompt's, and every vocabulary concept's on every image), and with ``output_attentions=True`` ``attentions``: :class:`Attentions`.
+    presence: each prompt's, and every vocabulary concept's on every image), and with ``output_attentions=True``
+    ``attentions``: :class:`Attentions`.
     """
 
     config_class, model_type = SamLiteConfig, "sam_lite"
