@@ -147,8 +147,8 @@ class ImageEncoder(nn.Module):
     def forward(self, pixel_values: Tensor, output_attentions: bool = False) -> ImageEmbedding:
         """pixel_values [B,3,S,S] scaled to [-1, 1] -> :class:`ImageEmbedding`: tokens [B,N,D] (N = h*w, stride 16),
         pos [N,D], grid (h, w), pixel_features [B,mask_dim,S/4,S/4] (FPN before the mask projection), class_logits
-        [B,1000,S/32,S/32] or None, the concept map's embedding and probabilities, the image-level concept vector (``image_presence``), encoder attentions [B,H,N,N] per
-        layer when asked for.
+        [B,1000,S/32,S/32] or None, the concept map's embedding and probabilities, the image-level concept vector
+        [B,384] (``image_presence``), encoder attentions [B,H,N,N] per layer when asked for.
 
         Asking for the attentions costs no second pass: the layers always keep Q and K, and without gradients the
         last call is remembered (the input tensor by identity and version or checksum, and the weights' identity), so
