@@ -62,6 +62,7 @@ class ConceptSegmentationDataset(Dataset):
             raise ValueError(f"geometric_fraction must be in [0, 1], got {geometric_fraction}")
         self.geo_frac = geometric_fraction
         self.vocabulary = list(vocabulary) if vocabulary else list(coco.vocabulary)
+        self.vocabulary_index = {n: i for i, n in enumerate(self.vocabulary)}
         missing = sorted(set(coco.vocabulary) - set(self.vocabulary))
         if missing:
             raise ValueError(f"the concept map's vocabulary lacks the dataset's concepts {missing[:5]}")
@@ -137,8 +138,7 @@ class ConceptSegmentationDataset(Dataset):
             masks, names = masks[keep], [names[i] for i in keep]
         else:
             inside = None
-        vocab = self.vocabulary
-        index = {n: i for i, n in enumerate(vocab)}
+        vocab, index = self.vocabulary, self.vocabulary_index
         h, w = masks.shape[-2] // DENSE_STRIDE, masks.shape[-1] // DENSE_STRIDE
         pool = lambda m: F.adaptive_avg_pool2d(m.float()[None], (h, w))[0]  # noqa: E731 - coverage per cell
         concepts = sorted(set(names))
@@ -156,7 +156,7 @@ class ConceptSegmentationDataset(Dataset):
         if inside is not None:
             labels[(pool(inside[None])[0] > 0) & (labels == -1)] = -2
         allowed = torch.ones(len(vocab) + 1, dtype=torch.bool)
-        known = (self.coco.labelled_concepts(image_id) | self.coco.box_labelled_concepts(image_id)) - ambiguous
+        known = self.coco.box_labelled_concepts(image_id) - ambiguous  # (the box level includes the mask level)
         allowed[[index[n] for n in known if n in index]] = False
         return labels, allowed
 
@@ -197,9 +197,9 @@ class ConceptSegmentationDataset(Dataset):
         """[C] over the vocabulary: 1 for a concept with an instance in the augmented image, 0 for one the photo
         labels (at box level at least) that has none left in it (absent, or cropped away), -1 unknown (not labelled,
         or ambiguous: crowd-only, not exhaustive, cut to a remnant). The image-level presence target."""
-        index = {n: i for i, n in enumerate(self.vocabulary)}
+        index = self.vocabulary_index
         labels = torch.full((len(self.vocabulary),), -1.0)
-        known = (self.coco.labelled_concepts(image_id) | self.coco.box_labelled_concepts(image_id)) - ambiguous
+        known = self.coco.box_labelled_concepts(image_id) - ambiguous
         labels[[index[n] for n in known if n in index]] = 0.0
         labels[[index[n] for n in set(names) - ambiguous if n in index]] = 1.0
         return labels

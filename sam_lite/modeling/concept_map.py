@@ -108,6 +108,10 @@ class ImagePresence(nn.Module):
         """The weight of the image-level logit in each prompt's presence logit."""
         return self.VOTE_GAIN * self.vote
 
+    @property
+    def scale(self) -> Tensor:
+        return self.logit_scale.clamp(max=math.log(100)).exp()
+
     def forward(self, head: Tensor, tokens: Tensor) -> Tensor:
         """head [B,c32,h,w], tokens [B,N,D] -> v [B, 384], unit norm."""
         pooled = torch.cat([head.float().mean((2, 3)), head.float().amax((2, 3)), tokens.float().mean(1),
@@ -116,11 +120,11 @@ class ImagePresence(nn.Module):
 
     def logits(self, v: Tensor, names: Tensor) -> Tensor:
         """v [B, 384], names [C, 384] (unit sentence embeddings) -> [B, C] logits, every concept on every image."""
-        return self.logit_scale.clamp(max=math.log(100)).exp() * (v @ names.to(v.dtype).T) + self.bias
+        return self.scale * (v @ names.to(v.dtype).T) + self.bias
 
     def prompt_logits(self, v: Tensor, sentence: Tensor) -> Tensor:
         """v [P, 384] (each prompt's image), sentence [P, 384] -> [P]: the logit that prompt p is in its image."""
-        return self.logit_scale.clamp(max=math.log(100)).exp() * (v * sentence.to(v.dtype)).sum(-1) + self.bias
+        return self.scale * (v * sentence.to(v.dtype)).sum(-1) + self.bias
 
 
 def image_presence_loss(logits: Tensor, labels: Tensor) -> Tensor:

@@ -171,8 +171,8 @@ class ImageEncoder(nn.Module):
         """The encoder pass: the embedding (no attentions) and each layer's (q, k) [B, H, N, Dh]."""
         trainable = self.config.backbone_trainable_from < self.config.backbone_trainable_to
         use_prior = self.config.use_imagenet_prior
-        feats = self._backbone(pixel_values, with_classifier=use_prior or self.concept_map is not None
-                               or self.image_presence is not None,
+        # (image_presence needs the concept map, so the classifier head is computed whenever it exists)
+        feats = self._backbone(pixel_values, with_classifier=use_prior or self.concept_map is not None,
                                grad=torch.is_grad_enabled() and trainable)
         x = self.patch_proj(feats["f16"])
         b, d, h, w = x.shape
