@@ -211,6 +211,33 @@ class SamLiteConfig(PretrainedConfig):
 INFERENCE_CONFIG_NAME = "inference_config.json"
 
 
+# what a score calibration may read of a query (computed by :func:`sam_lite.postprocessing.score_features`)
+SCORE_FEATURES = ("score", "match", "presence", "mask_confidence", "predicted_iou", "mask_area")
+
+
+def _check_score_calibration(c) -> dict | None:
+    """A score calibration as stored -> {"features", "weights", "bias"} (the older Platt pair [a, b] included), or
+    ValueError. The score must rise with the match logit (the weight of "score" or "match" > 0)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if c is None:
+        return None
+    if isinstance(c, (list, tuple)) and len(c) == 2 and all(number(v) for v in c):
+        c = {"features": ["score"], "weights": [c[0]], "bias": c[1]}
+    if not (isinstance(c, dict) and set(c) == {"features", "weights", "bias"} and isinstance(c["features"], list)
+            and isinstance(c["weights"], list) and len(c["features"]) == len(c["weights"]) > 0
+            and all(f in SCORE_FEATURES for f in c["features"]) and len(set(c["features"])) == len(c["features"])
+            and all(number(v) for v in c["weights"]) and number(c["bias"])):
+        raise ValueError(f"invalid InferenceConfig: score_calibration must be {{'features': [...], 'weights': [...], "
+                         f"'bias': b}} with features from {list(SCORE_FEATURES)} (or Platt's [a, b]), got {c!r}")
+    weights = dict(zip(c["features"], c["weights"]))
+    if weights.get("score", 0.0) + weights.get("match", 0.0) <= 0:
+        raise ValueError(f"invalid InferenceConfig: score_calibration must rise with the match (a positive weight on "
+                         f"'score' or 'match'), got {c!r}")
+    return {"features": list(c["features"]), "weights": [float(v) for v in c["weights"]], "bias": float(c["bias"])}
+
+
 @dataclass
 class InferenceConfig:
     """How raw outputs become answers (post-processing policy), stored beside the weights as
@@ -220,16 +247,17 @@ class InferenceConfig:
     score_threshold: an instance is kept when sigmoid(match) x presence reaches it; presence_threshold: presence
     probability above which the concept counts as "in the image" (presence accuracy, the demo's wording);
     mask_threshold: mask logit above which a pixel is in the mask; nms_iou: mask IoU above which a lower-scoring
-    instance is a duplicate; score_calibration: (a, b) of Platt scaling, the reported score is
-    sigmoid(a * logit(s) + b) for the raw s = sigmoid(match) x presence (None: the raw score;
-    :mod:`sam_lite.evaluation.calibration`).
+    instance is a duplicate; score_calibration: {"features": [...], "weights": [...], "bias": b}, the reported score
+    is then sigmoid(features . weights + b), P(the instance is right) fitted on validation data (features:
+    :data:`sam_lite.postprocessing.SCORE_FEATURES`; :mod:`sam_lite.evaluation.calibration`); the older [a, b] is
+    Platt scaling, read as features ["score"], weights [a], bias b; None: the raw score sigmoid(match) x presence.
     """
 
     score_threshold: float = 0.5
     presence_threshold: float = 0.5
     mask_threshold: float = 0.0
     nms_iou: float = 0.6
-    score_calibration: list[float] | None = None
+    score_calibration: dict | None = None
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "presence_threshold", "nms_iou"):
@@ -238,13 +266,7 @@ class InferenceConfig:
                 raise ValueError(f"invalid InferenceConfig: {name} must be in [0, 1], got {v!r}")
         if isinstance(self.mask_threshold, bool) or not isinstance(self.mask_threshold, (int, float)):
             raise ValueError(f"invalid InferenceConfig: mask_threshold must be a number, got {self.mask_threshold!r}")
-        c = self.score_calibration
-        if c is not None:
-            if not (isinstance(c, (list, tuple)) and len(c) == 2 and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in c)
-                    and c[0] > 0):
-                raise ValueError(f"invalid InferenceConfig: score_calibration must be [a, b] with a > 0, got {c!r}")
-            self.score_calibration = [float(v) for v in c]
+        self.score_calibration = _check_score_calibration(self.score_calibration)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

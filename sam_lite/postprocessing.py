@@ -2,8 +2,9 @@
 
 One place for every rule, shared by the predictor, evaluation, export and the benchmark:
 
-* an instance's score is sigmoid(match) x presence (:func:`instance_scores`), Platt-scaled when the checkpoint was
-  calibrated (:func:`calibrate`);
+* an instance's score is sigmoid(match) x presence (:func:`instance_scores`); a calibrated checkpoint reports
+  instead P(right) from a logistic model of the query's match, presence, mask confidence, predicted IoU and mask area
+  (:func:`calibrate`, Mask Scoring R-CNN's idea that the mask's own quality belongs in its score);
 * text and exemplar prompts: every query scoring at least ``score_threshold``, empty masks dropped, duplicates
   suppressed by mask NMS (:meth:`PostProcess.instances`);
 * points and/or a box: the one object under them (:meth:`PostProcess.one_object`): queries whose mask agrees with
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import masks_to_boxes
 
-from .config import InferenceConfig
+from .config import SCORE_FEATURES, InferenceConfig
 from .processing import ImageMeta, SamLiteProcessor
 
 
@@ -30,12 +31,42 @@ def instance_scores(outputs: dict) -> tuple[Tensor, Tensor]:
     return outputs["pred_logits"].float().sigmoid() * presence[:, None], presence
 
 
-def calibrate(scores: Tensor, calibration: list[float] | None) -> Tensor:
-    """Platt scaling of raw scores: sigmoid(a * logit(s) + b) for ``calibration`` (a, b); None: unchanged."""
+def score_features(outputs: dict, names: list[str] | tuple[str, ...], mask_threshold: float = 0.0) -> Tensor:
+    """outputs of P prompt rows -> [P, K, F] the features ``names`` of every query, each on a logit-like scale:
+    ``score`` logit of sigmoid(match) x presence, ``match`` / ``presence`` their logits, ``mask_confidence`` the logit
+    of Mask2Former's mean foreground probability, ``predicted_iou`` the logit of the IoU head's output, ``mask_area``
+    the log of the mask's share of the low-resolution grid."""
+    eps = 1e-4
+
+    def feature(name: str) -> Tensor:
+        if name == "score":
+            return torch.logit(instance_scores(outputs)[0], eps)
+        if name == "match":
+            return outputs["pred_logits"].float()
+        if name == "presence":
+            return outputs["presence_logits"].float()[:, None].expand(outputs["pred_logits"].shape)
+        masks = outputs["pred_masks"].float()
+        if name == "mask_confidence":
+            return torch.logit(mask_confidence(masks, mask_threshold), eps)
+        if name == "mask_area":
+            return (masks > mask_threshold).flatten(-2).float().mean(-1).clamp(min=eps).log()
+        if name == "predicted_iou":
+            if "pred_iou" not in outputs:
+                raise ValueError("score_calibration uses predicted_iou but this model has no IoU head")
+            return torch.logit(outputs["pred_iou"].float(), eps)
+        raise ValueError(f"unknown score feature {name!r}; known: {SCORE_FEATURES}")
+
+    return torch.stack([feature(n) for n in names], -1)
+
+
+def calibrate(outputs: dict, scores: Tensor, calibration: dict | None, mask_threshold: float = 0.0) -> Tensor:
+    """Raw scores [P, K] -> what a score means: P(right) = sigmoid(features . weights + bias) for ``calibration``
+    {"features", "weights", "bias"} (:class:`~sam_lite.config.InferenceConfig`); None: ``scores`` unchanged."""
     if calibration is None:
         return scores
-    a, b = calibration
-    return torch.sigmoid(a * torch.logit(scores.clamp(1e-6, 1 - 1e-6)) + b)
+    x = score_features(outputs, calibration["features"], mask_threshold)
+    w = torch.tensor(calibration["weights"], dtype=x.dtype)
+    return torch.sigmoid(x @ w + calibration["bias"])
 
 
 def mask_iou(a: Tensor, b: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "s
 class PredictionResult:
     prompt: str
     masks: Tensor  # bool [N, H, W] at the original image size, best first
-    scores: Tensor  # float [N], descending: sigmoid(match) x presence (Platt-scaled if the checkpoint is calibrated)
+    scores: Tensor  # float [N], descending: sigmoid(match) x presence, or P(right) if the checkpoint is calibrated
     boxes: Tensor  # float [N, 4] xyxy pixels
     presence: float  # probability that the concept is in the image
     # predict(return_attention=True): the weights of every layer for this prompt (heads kept, prompt tokens named)
@@ -196,7 +196,8 @@ class SamLitePredictor:
             batch = Prompt(prompts)
         out = to_device(self.predict_torch(batch, output_attentions=return_attention), "cpu")  # post-processing: CPU
         raw, presence = instance_scores(out)
-        scores = calibrate(raw, policy.config.score_calibration)  # what a score means: P(right), when calibrated
+        # what a score means: P(right), when the checkpoint is calibrated
+        scores = calibrate(out, raw, policy.config.score_calibration, policy.config.mask_threshold)
         one_object = visual is not None and "exemplars" not in visual
         results = []
         for i, p in enumerate(prompts):

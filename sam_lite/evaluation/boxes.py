@@ -14,7 +14,7 @@ or box-only) and up to ``--negatives`` thing categories verified absent at box l
 * **recall by object size** at the threshold (COCO small / medium / large, areas at the photo's original size);
 * the per-category found rate, worst ten listed;
 * the reliability table of the instance scores (a prediction is right when it matches a GT box at IoU 0.5) and its
-  expected calibration error (ECE), the data :func:`~.calibration.fit_platt` calibrates scores on.
+  expected calibration error (ECE) (``scripts/calibrate_scores.py`` fits the calibration that lowers it).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from torchvision.ops import box_iou
 
 from ..device import add_device_argument
-from .calibration import reliability
+from .calibration import reliability, right_in_score_order
 from .opening import open_dataset_and_predictor, validation_half
 from .instance_matching import prf_from_counts
 from .metrics import roc_auc
@@ -130,7 +130,7 @@ def evaluate_boxes(predictor, samples: list[BoxSample], score_threshold: float, 
                    ap_min_score: float = 0.05, progress: bool = True) -> dict:
     """Run ``predictor`` (``set_image``, ``predict(prompts, score_threshold=)``) on every sample -> the metrics of
     the module docstring; ``"pairs"``: the (score, right) pair of every prediction above ``ap_min_score`` (what
-    :func:`~.calibration.fit_platt` fits; left out of the JSON file)."""
+    the reliability table reads; left out of the JSON file)."""
     from tqdm import tqdm
 
     groups: dict[int, list[int]] = {}
@@ -150,8 +150,7 @@ def evaluate_boxes(predictor, samples: list[BoxSample], score_threshold: float, 
     for s, (boxes, scores) in zip(samples, preds):
         keep = scores >= score_threshold
         rows, cols = _match(boxes[keep], s.boxes)
-        all_rows, _ = _match(boxes, s.boxes)
-        pairs += [(float(sc), i in set(all_rows)) for i, sc in enumerate(scores.tolist())]
+        pairs += list(zip(scores.tolist(), right_in_score_order(boxes, s.boxes)))
         tp, fp, fn = tp + len(rows), fp + int(keep.sum()) - len(rows), fn + len(s.boxes) - len(cols)
         for j, area in enumerate(s.areas):
             size = next(k for k, (lo, hi) in SIZES.items() if lo <= area < hi)
