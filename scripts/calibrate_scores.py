@@ -7,7 +7,7 @@ the checkpoint's ``inference_config.json`` (``--write``).
         [--features match,presence,mask_confidence,predicted_iou,mask_area] [--write --score-threshold 0.5]
 
 A prediction is right when it matches a ground-truth box at IoU 0.5 (the box protocol, every validation photo:
-:mod:`sam_lite.evaluation.boxes`). ``--features score`` is Platt scaling: monotonic, rankings and AP unchanged.
+:mod:`sam_lite.evaluation.boxes`; stuff regions too, on the photos labelled for stuff). ``--features score`` is Platt scaling: monotonic, rankings and AP unchanged.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     predictor.inference_config = replace(predictor.inference_config, score_calibration=None)  # fit raw scores
     ids = coco.split("val")
-    data = {h: calibration_data(predictor, box_samples(coco, validation_half(ids, h)[: args.max_images]), features)
+    data = {h: calibration_data(predictor, box_samples(coco, validation_half(ids, h)[: args.max_images], stuff=True),
+                                features)
             for h in ("first", "second")}
     weights, bias = fit_logistic(data["first"][0], data["first"][2])
     x2, raw2, right2 = data["second"]

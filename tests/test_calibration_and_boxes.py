@@ -135,6 +135,10 @@ def test_box_protocol_on_a_tiny_dataset(tmp_path, tiny_checkpoint):
     samples = box_samples(coco, coco.image_ids, negatives=3)
     present = [s for s in samples if s.present]
     assert {s.prompt for s in present} == {"car", "sports ball"}  # things only
+    with_stuff = box_samples(coco, coco.image_ids, negatives=3, stuff=True)  # what calibration fits on
+    skies = [s for s in with_stuff if s.prompt == "sky"]
+    assert {s.image_id for s in skies if s.present} == {i for i in coco.image_ids if coco.stuff_labelled[i]}
+    assert all(len(s.boxes) == 1 for s in skies if s.present)
     assert all(len(s.boxes) == len(s.areas) >= 1 for s in present)
     res = evaluate_boxes(SamLitePredictor.from_pretrained(tiny_checkpoint), samples, 0.0, 0.5, progress=False)
     assert res["n_present"] == len(present) and res["found"] == 1.0  # threshold 0: every prompt finds something

@@ -52,15 +52,18 @@ class BoxSample:
     areas: list[float]  # [n] box areas at the original photo size
 
 
-def box_samples(coco, image_ids: list[int], negatives: int = 3, seed: int = 0) -> list[BoxSample]:
-    """Every present box-labelled thing category of each photo, and up to ``negatives`` verified-absent ones."""
+def box_samples(coco, image_ids: list[int], negatives: int = 3, seed: int = 0, stuff: bool = False
+                ) -> list[BoxSample]:
+    """Every present box-labelled thing category of each photo, and up to ``negatives`` verified-absent ones;
+    ``stuff``: stuff categories too, on the photos labelled for stuff (a region's box: what score calibration fits
+    on, so that "sky" and "grass" scores mean the same as a thing's)."""
     rng = random.Random(seed)
     out = []
     for iid in image_ids:
         info, path = coco.image_info(iid), coco.image_path(iid)
         scale = (info.get("original_width", info["width"]) / info["width"]) * \
             (info.get("original_height", info["height"]) / info["height"])
-        labelled = {c for c in coco.box_labelled[iid] if coco.is_thing[c]}
+        labelled = {c for c in coco.box_labelled[iid] if stuff or coco.is_thing[c]}
         by_cat: dict[int, list] = {}
         for a in coco.image_annotations(iid):
             if a["category_id"] in labelled and not a.get("iscrowd", 0):
@@ -69,7 +72,7 @@ def box_samples(coco, image_ids: list[int], negatives: int = 3, seed: int = 0) -
             xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in bbs], dtype=torch.float32)
             out.append(BoxSample(iid, path, coco.concepts[cid], cid, True, xyxy,
                                  [w * h * scale for _, _, w, h in bbs]))
-        absent = sorted(c for c in coco.box_negatives[iid] if coco.is_thing[c] and c not in by_cat)
+        absent = sorted(c for c in coco.box_negatives[iid] if (stuff or coco.is_thing[c]) and c not in by_cat)
         for cid in rng.sample(absent, min(negatives, len(absent))):
             out.append(BoxSample(iid, path, coco.concepts[cid], cid, False, torch.zeros(0, 4), []))
     return out
