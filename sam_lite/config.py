@@ -251,6 +251,8 @@ class InferenceConfig:
     is then sigmoid(features . weights + b), P(the instance is right) fitted on validation data (features:
     :data:`sam_lite.postprocessing.SCORE_FEATURES`; :mod:`sam_lite.evaluation.calibration`); the older [a, b] is
     Platt scaling, read as features ["score"], weights [a], bias b; None: the raw score sigmoid(match) x presence.
+    best_instance_presence: when a prompt's presence probability reaches it and no instance reaches the score
+    threshold, its best instance is returned anyway (None: never).
     """
 
     score_threshold: float = 0.5
@@ -258,6 +260,7 @@ class InferenceConfig:
     mask_threshold: float = 0.0
     nms_iou: float = 0.6
     score_calibration: dict | None = None
+    best_instance_presence: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "presence_threshold", "nms_iou"):
@@ -267,6 +270,9 @@ class InferenceConfig:
         if isinstance(self.mask_threshold, bool) or not isinstance(self.mask_threshold, (int, float)):
             raise ValueError(f"invalid InferenceConfig: mask_threshold must be a number, got {self.mask_threshold!r}")
         self.score_calibration = _check_score_calibration(self.score_calibration)
+        b = self.best_instance_presence
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b <= 1.0):
+            raise ValueError(f"invalid InferenceConfig: best_instance_presence must be in [0, 1] or null, got {b!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -147,15 +147,23 @@ class PostProcess:
         return order[visible], masks[visible]
 
     def instances(self, outputs: dict, i: int, scores: Tensor, meta: ImageMeta, score_threshold: float | None = None,
-                  max_instances: int | None = None) -> tuple[Tensor, Tensor]:
+                  max_instances: int | None = None, presence: float | None = None) -> tuple[Tensor, Tensor]:
         """Every instance of row i: queries scoring >= ``score_threshold`` (default: the config's), non-empty, mask
-        NMS at ``config.nms_iou``, at most ``max_instances`` -> (query indices [N], masks bool [N, H, W])."""
+        NMS at ``config.nms_iou``, at most ``max_instances`` -> (query indices [N], masks bool [N, H, W]). With
+        ``config.best_instance_presence`` and a ``presence`` probability at or above it, the best-scoring non-empty
+        query is kept even below the threshold (the concept is there: answer with the best guess, as SAM 3's
+        presence head decouples "is it here" from "which one is it")."""
         t = self.config.score_threshold if score_threshold is None else score_threshold
         mt = self.config.mask_threshold
-        keep = (scores >= t).nonzero()[:, 0]
-        low = outputs["pred_masks"][i, keep] > mt
-        nonempty = low.flatten(1).any(1)
-        keep, low = keep[nonempty], low[nonempty]
+        low = outputs["pred_masks"][i] > mt
+        candidate = (scores >= t) & low.flatten(1).any(1)
+        floor = self.config.best_instance_presence
+        if floor is not None and presence is not None and presence >= floor and not candidate.any():
+            nonempty = low.flatten(1).any(1)
+            if nonempty.any():
+                candidate[scores.masked_fill(~nonempty, -1.0).argmax()] = True
+        keep = candidate.nonzero()[:, 0]
+        low = low[keep]
         order = keep[suppress_duplicates(low, scores[keep], self.config.nms_iou)] if keep.numel() else keep
         order = order[:max_instances]
         masks = self.processor.postprocess_masks(outputs["pred_masks"][i, order], meta) > mt

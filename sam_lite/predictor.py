@@ -204,7 +204,8 @@ class SamLitePredictor:
             if one_object:  # the object under the points / in the box, and SAM's alternatives
                 order, masks = policy.one_object(out, i, raw[i], row, self._meta, multimask_output)
             else:  # instances = the queries that score above the threshold, duplicates suppressed
-                order, masks = policy.instances(out, i, scores[i], self._meta, max_instances=max_instances)
+                order, masks = policy.instances(out, i, scores[i], self._meta, max_instances=max_instances,
+                                                 presence=float(presence[i]))
             attention = None
             if return_attention:
                 attention = out["attentions"].select(i)

@@ -157,3 +157,29 @@ def test_presence_auroc_per_category_by_hand():
     presence = np.array([0.9, 0.1, 0.2, 0.5, 0.1, 0.7])
     # dog: perfectly ranked (1.0); cat: the present photo above one of two absent ones (0.5); cow: one class only
     assert _mean_auroc_per_category(samples, presence) == pytest.approx(0.75)
+
+
+def test_best_instance_presence_keeps_the_best_guess_when_the_concept_is_there():
+    from sam_lite.evaluation.metrics import SegmentationMetrics
+    from sam_lite.postprocessing import PostProcess
+    from sam_lite.processing import ImageMeta, SamLiteProcessor
+
+    masks = torch.full((1, 3, 8, 8), -5.0)
+    masks[0, 0, :4, :4] = masks[0, 1, 4:, 4:] = 5.0  # queries 0 and 1 non-empty, query 2 empty
+    out = {"pred_masks": masks}
+    scores = torch.tensor([0.05, 0.10, 0.30])  # the empty query 2 scores best: never returned
+    meta = ImageMeta((32, 32), (32, 32), 32)
+    for floor, presence, expected in ((None, 0.99, []), (0.9, 0.5, []), (0.9, 0.95, [1])):
+        post = PostProcess(SamLiteProcessor(image_size=32), InferenceConfig(score_threshold=0.5,
+                                                                               best_instance_presence=floor))
+        order, _ = post.instances(out, 0, scores, meta, presence=presence)
+        assert order.tolist() == expected
+    with pytest.raises(ValueError, match="best_instance_presence"):
+        InferenceConfig(best_instance_presence=1.5)
+    # the metrics apply the same rule at every grid threshold
+    gt = torch.zeros(1, 16, 16, dtype=torch.bool)
+    gt[0, :8, :8] = True
+    for floor, tp in ((None, 0), (0.9, 1)):
+        m = SegmentationMetrics(threshold=0.5, thresholds=[0.5], compute_ap=False, best_instance_presence=floor)
+        m.update("category", gt.clone(), torch.tensor([0.2]), 0.95, gt, 1, "dog")
+        assert m.inst_counts[0][0][0] == tp

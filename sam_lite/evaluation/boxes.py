@@ -150,8 +150,11 @@ def evaluate_boxes(predictor, samples: list[BoxSample], score_threshold: float, 
     per_cat: dict[str, list[int]] = {}
     pairs = []  # (score, right) for every prediction above the AP floor
     found = rejected = n_present = n_absent = 0
-    for s, (boxes, scores) in zip(samples, preds):
+    best_presence = getattr(getattr(predictor, "inference_config", None), "best_instance_presence", None)
+    for si, (s, (boxes, scores)) in enumerate(zip(samples, preds)):
         keep = scores >= score_threshold
+        if len(scores) and best_presence is not None and presence[si] >= best_presence:
+            keep[0] = True  # the inference rule best_instance_presence (scores are best first)
         rows, cols = _match(boxes[keep], s.boxes)
         pairs += list(zip(scores.tolist(), right_in_score_order(boxes, s.boxes)))
         tp, fp, fn = tp + len(rows), fp + int(keep.sum()) - len(rows), fn + len(s.boxes) - len(cols)

@@ -67,7 +67,8 @@ def evaluate(predictor, coco, samples: Sequence, score_threshold: float = 0.5, c
 
     grid = list(thresholds) if calibrate else []
     metrics = SegmentationMetrics(threshold=score_threshold, thresholds=grid, ap_min_score=ap_min_score,
-                                  compute_ap=compute_ap)
+                                  compute_ap=compute_ap, best_instance_presence=getattr(
+                                      getattr(predictor, "inference_config", None), "best_instance_presence", None))
     predict_threshold = metrics.min_score
     groups = group_by_image(samples)
     set_image_ms: list[float] = []

@@ -257,23 +257,27 @@ class SegmentationMetrics:
 
     ``thresholds``: the score thresholds at which threshold-dependent metrics are kept (the grid of
     :meth:`calibrate`); ``threshold`` (the reported one) is added to it. Predictions passed to :meth:`update` must
-    include every mask scoring >= the lowest of them (predict with that threshold).
+    include every mask scoring >= the lowest of them (predict with that threshold). ``best_instance_presence``: the
+    inference rule of the same name (:class:`~sam_lite.config.InferenceConfig`): at every threshold, a sample whose
+    presence reaches it keeps at least its best mask.
     """
 
     def __init__(self, threshold: float = 0.5, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                 ap_min_score: float = 0.05, compute_ap: bool = True) -> None:
+                 ap_min_score: float = 0.05, compute_ap: bool = True,
+                 best_instance_presence: float | None = None) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = float(threshold)
         self.thresholds = np.array(sorted({round(float(t), 6) for t in thresholds} | {round(self.threshold, 6)}))
         self.ap_min_score = float(ap_min_score)
         self.compute_ap = compute_ap
+        self.best_instance_presence = best_instance_presence
         self.prompt_types: list[str] = []
         self.image_ids: list[int] = []
         self.prompts: list[str] = []
         self.presence: list[float] = []
         self.gt_count: list[int] = []
-        self.max_score: list[float] = []  # best score of a non-empty predicted mask (-inf if none)
+        self.max_score: list[float] = []  # best score of a non-empty predicted mask (-inf if none, inf if kept anyway)
         self.inters: list[np.ndarray] = []  # [T] per sample
         self.unions: list[np.ndarray] = []
         self.inst_counts: list[np.ndarray] = []  # [T, 3] per sample: instance TP, FP, FN at IoU 0.5
@@ -322,13 +326,16 @@ class SegmentationMetrics:
         # number of masks kept at each threshold (scores are descending)
         k = (scores.numpy()[None, :] >= self.thresholds[:, None] - 1e-9).sum(1) if n else np.zeros(
             len(self.thresholds), dtype=np.int64)
+        keeps_best = n > 0 and self.best_instance_presence is not None and presence >= self.best_instance_presence
+        if keeps_best:
+            k = np.maximum(k, 1)
         inter = inter_k[k]
         self.inters.append(inter.astype(np.int64))
         self.unions.append((area_k[k] + gt_area - inter).astype(np.int64))
         iou = mask_iou_matrix(pred, gt)  # at each threshold only the first k (best-scoring) masks are matched
         by_k = {j: match_counts(iou[:j]) for j in set(k.tolist())}
         self.inst_counts.append(np.array([by_k[j] for j in k.tolist()], dtype=np.int64).reshape(-1, 3))
-        self.max_score.append(float(scores[0]) if n else float("-inf"))
+        self.max_score.append(float("inf") if keeps_best else float(scores[0]) if n else float("-inf"))
         self.presence.append(float(presence))
         self.gt_count.append(int(gt.shape[0]))
         self.prompt_types.append(str(prompt_type))
