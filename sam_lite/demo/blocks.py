@@ -114,7 +114,7 @@ def build_demo(predictor: SamLitePredictor | SegmentationService) -> gr.Blocks:
                         gr.Markdown(TEXT_ONLY_NOTE, elem_id="text-only-note")
                     threshold = gr.Slider(0.0, 1.0, value=service.predictor.inference_config.score_threshold, step=0.01,
                                           label="Score threshold", elem_id="threshold",
-                                          info="keep instances whose score (match x presence) is at least this")
+                                          info="keep instances scoring at least this (score: the chance it is right)")
                     run = gr.Button("Segment", variant="primary")
                 with gr.Column(scale=1):
                     result = gr.AnnotatedImage(label="Instances", height=420, format="jpeg", elem_id="result")

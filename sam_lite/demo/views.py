@@ -69,7 +69,8 @@ def segment(service: SegmentationService, image, text: str, threshold: float):
     how = "image embedding reused from cache" if cached else "image encoded"
     lines.append(f"\n<sub>{how}; {dt:.2f} s for {len(prompts)} prompt{'s' if len(prompts) > 1 else ''} at score "
                  f"threshold {float(threshold):.2f}. Presence = probability that the concept is in the image at all; "
-                 f"each score = match x presence.</sub>")
+                 f"each score = the chance that the instance is right (calibrated checkpoints; otherwise "
+                 f"match x presence).</sub>")
     return (photo, layers), colours, "\n".join(lines), prompts
 
 

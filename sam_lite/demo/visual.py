@@ -177,7 +177,7 @@ def segment_any(service: SegmentationService, image, text: str, threshold: float
     if not one_object:
         what = (f"**every instance like the box{text_part}**: {len(r) or 'none'} above the threshold, presence "
                 f"{r.presence:.2f}")
-        rule = f"'Find all like this' keeps instances scoring at least {float(threshold):.2f} (match x presence)."
+        rule = f"'Find all like this' keeps instances scoring at least {float(threshold):.2f}."
     else:
         if len(r) == 0:
             found = "no mask found"
