@@ -73,6 +73,11 @@ class SamLitePredictor:
         self.model = model.eval()
         self.processor = processor or SamLiteProcessor.from_config(model.config)
         self.inference_config = inference_config or InferenceConfig()
+        calibration = self.inference_config.score_calibration
+        if calibration and "predicted_iou" in calibration["features"] and not model.config.geometric_prompts:
+            raise ValueError("the inference config's score_calibration uses predicted_iou, but this model has no IoU "
+                             "head (geometric_prompts false): fit the calibration on this model "
+                             "(scripts/calibrate_scores.py)")
         self.reset_image()
         if device is not None:
             self.to(device)

@@ -89,6 +89,13 @@ def test_feature_calibration_reads_the_mask_and_is_checked():
             InferenceConfig(score_calibration=bad)
 
 
+def test_a_calibration_reading_the_iou_head_needs_one(tiny_checkpoint):
+    model = SamLitePredictor.from_pretrained(tiny_checkpoint).model  # text only: no IoU head
+    cal = {"features": ["match", "predicted_iou"], "weights": [1.0, 1.0], "bias": 0.0}
+    with pytest.raises(ValueError, match="no IoU head"):
+        SamLitePredictor(model, inference_config=InferenceConfig(score_calibration=cal))
+
+
 def test_predictor_reports_calibrated_scores(tiny_geometric_checkpoint):
     plain = SamLitePredictor.from_pretrained(tiny_geometric_checkpoint)
     cal = {"features": ["match", "mask_confidence", "predicted_iou"], "weights": [1.0, 2.0, 0.5], "bias": 0.3}
