@@ -119,7 +119,7 @@ class PromptDecoderAdapter(nn.Module):
         # pair i with image i (explicit index: no data-dependent branch in the traced graph)
         index = torch.arange(image_tokens.shape[0], device=image_tokens.device)
         out = self.model.decode(emb, prompt, text, image_index=index)
-        scores = instance_scores(out)[0]  # the raw score (a calibration, if any, is applied after: postprocessing.calibrate)
+        scores = instance_scores(out)[0]  # the raw score (a calibration is applied after: postprocessing.calibrate)
         res = (out["pred_logits"], out["pred_masks"], out["pred_boxes"], out["presence_logits"], scores)
         if self.geometric:
             res = res + (out["pred_iou"],)

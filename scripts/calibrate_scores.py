@@ -7,7 +7,8 @@ the checkpoint's ``inference_config.json`` (``--write``).
         [--features match,presence,mask_confidence,predicted_iou,mask_area] [--write --score-threshold 0.5]
 
 A prediction is right when it matches a ground-truth box at IoU 0.5 (the box protocol, every validation photo:
-:mod:`sam_lite.evaluation.boxes`; stuff regions too, on the photos labelled for stuff). ``--features score`` is Platt scaling: monotonic, rankings and AP unchanged.
+:mod:`sam_lite.evaluation.boxes`; stuff regions too, on the photos labelled for stuff). ``--features score`` is
+Platt scaling: monotonic, rankings and AP unchanged.
 """
 
 from __future__ import annotations
