@@ -249,7 +249,7 @@ class InferenceConfig:
     mask_threshold: mask logit above which a pixel is in the mask; nms_iou: mask IoU above which a lower-scoring
     instance is a duplicate; score_calibration: {"features": [...], "weights": [...], "bias": b}, the reported score
     is then sigmoid(features . weights + b), P(the instance is right) fitted on validation data (features:
-    :data:`sam_lite.postprocessing.SCORE_FEATURES`; :mod:`sam_lite.evaluation.calibration`); the older [a, b] is
+    :data:`SCORE_FEATURES`; :mod:`sam_lite.evaluation.calibration`); the older [a, b] is
     Platt scaling, read as features ["score"], weights [a], bias b; None: the raw score sigmoid(match) x presence.
     best_instance_presence: when a prompt's presence probability reaches it and no instance reaches the score
     threshold, its best instance is returned anyway (None: never).

@@ -69,6 +69,12 @@ def calibrate(outputs: dict, scores: Tensor, calibration: dict | None, mask_thre
     return torch.sigmoid(x @ w + calibration["bias"])
 
 
+def keeps_best_instance(presence: float | None, best_instance_presence: float | None) -> bool:
+    """The rule ``best_instance_presence`` (:class:`~sam_lite.config.InferenceConfig`): a prompt whose presence
+    probability reaches it keeps its best instance even below the score threshold (None: never)."""
+    return best_instance_presence is not None and presence is not None and presence >= best_instance_presence
+
+
 def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     """a [N, ...], b [M, ...] boolean masks -> IoU [N, M]."""
     a, b = a.flatten(1).float(), b.flatten(1).float()
@@ -156,12 +162,10 @@ class PostProcess:
         t = self.config.score_threshold if score_threshold is None else score_threshold
         mt = self.config.mask_threshold
         low = outputs["pred_masks"][i] > mt
-        candidate = (scores >= t) & low.flatten(1).any(1)
-        floor = self.config.best_instance_presence
-        if floor is not None and presence is not None and presence >= floor and not candidate.any():
-            nonempty = low.flatten(1).any(1)
-            if nonempty.any():
-                candidate[scores.masked_fill(~nonempty, -1.0).argmax()] = True
+        nonempty = low.flatten(1).any(1)
+        candidate = (scores >= t) & nonempty
+        if not candidate.any() and nonempty.any() and keeps_best_instance(presence, self.config.best_instance_presence):
+            candidate[scores.masked_fill(~nonempty, -1.0).argmax()] = True
         keep = candidate.nonzero()[:, 0]
         low = low[keep]
         order = keep[suppress_duplicates(low, scores[keep], self.config.nms_iou)] if keep.numel() else keep

@@ -33,6 +33,7 @@ import torch
 from torchvision.ops import box_iou
 
 from ..device import add_device_argument
+from ..postprocessing import keeps_best_instance
 from .calibration import reliability, right_in_score_order
 from .opening import open_dataset_and_predictor, validation_half
 from .instance_matching import prf_from_counts
@@ -153,7 +154,7 @@ def evaluate_boxes(predictor, samples: list[BoxSample], score_threshold: float, 
     best_presence = getattr(getattr(predictor, "inference_config", None), "best_instance_presence", None)
     for si, (s, (boxes, scores)) in enumerate(zip(samples, preds)):
         keep = scores >= score_threshold
-        if len(scores) and best_presence is not None and presence[si] >= best_presence:
+        if len(scores) and keeps_best_instance(presence[si], best_presence):
             keep[0] = True  # the inference rule best_instance_presence (scores are best first)
         rows, cols = _match(boxes[keep], s.boxes)
         pairs += list(zip(scores.tolist(), right_in_score_order(boxes, s.boxes)))

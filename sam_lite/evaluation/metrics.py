@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..postprocessing import keeps_best_instance
 from .instance_matching import mask_iou_matrix, match_counts, prf_from_counts
 
 PROMPT_TYPES = ("category", "colour", "stuff", "negative", "synonym")
@@ -326,7 +327,7 @@ class SegmentationMetrics:
         # number of masks kept at each threshold (scores are descending)
         k = (scores.numpy()[None, :] >= self.thresholds[:, None] - 1e-9).sum(1) if n else np.zeros(
             len(self.thresholds), dtype=np.int64)
-        keeps_best = n > 0 and self.best_instance_presence is not None and presence >= self.best_instance_presence
+        keeps_best = n > 0 and keeps_best_instance(presence, self.best_instance_presence)
         if keeps_best:
             k = np.maximum(k, 1)
         inter = inter_k[k]
